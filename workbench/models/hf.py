@@ -1,0 +1,249 @@
+"""Hugging Face `transformers` backend: batched generation with our own decode loop.
+
+Why not `model.generate`: it takes one sampling configuration and one random stream per call,
+so a batch that mixes greedy and sampled requests, different `max_tokens`, stop strings and
+per-request seeds would need one call per combination (small batches), and a sample would depend
+on which other requests shared its batch. The loop below gives every row its own temperature,
+top_p, length cap, stop strings and random generator, drops finished rows from the KV cache as it
+goes, and returns the sampled tokens' log-probabilities without materialising a full-vocabulary
+log-softmax for every position (only the last position's logits are ever computed).
+
+Log-probabilities are those of the distribution sampled from: log_softmax(logits / T) before
+top-p truncation, with T = 1 for greedy rows (the convention TRL uses for GRPO).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from workbench.models.base import Generation, Request, SamplingParams
+
+
+@dataclass
+class _Row:
+    """One sample to generate: a prompt, its sampling parameters and its own random stream."""
+
+    index: int  # position in the flattened output
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    text: str | None = None
+    t_start: float = 0.0
+    t_end: float = 0.0
+
+
+@dataclass
+class _Batch:
+    """The rows being decoded together, with their KV cache, attention mask and positions."""
+
+    rows: list[_Row]
+    cache: Any  # transformers DynamicCache, layers of (B, H, T, D) keys and values
+    mask: torch.Tensor  # (B, T): 1 for real tokens, 0 for left padding
+    last_pos: torch.Tensor  # (B,): position id of each row's last token
+    logits: torch.Tensor  # (B, V): next-token logits
+
+    @property
+    def can_merge(self) -> bool:
+        """Merging needs plain per-layer key/value tensors (not sliding-window or quantized caches)."""
+        return all(type(layer).__name__ == "DynamicLayer" for layer in self.cache.layers)
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only rows ``keep``; drop leading cache columns that are now padding for every row."""
+        if len(keep) < len(self.rows):
+            idx = torch.tensor(keep, device=self.mask.device)
+            self.cache.batch_select_indices(idx)
+            self.rows = [self.rows[b] for b in keep]
+            self.mask, self.last_pos = self.mask[idx], self.last_pos[idx]
+        pad = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # all-padding columns on the left
+        if pad and self.can_merge:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., pad:, :], layer.values[..., pad:, :]
+            self.mask = self.mask[:, pad:]
+
+    def merge(self, other: _Batch) -> _Batch:
+        """Append ``other``'s rows: both caches are left-padded to the same width, then stacked."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def pad(t: torch.Tensor, n: int) -> torch.Tensor:  # left-pad the time axis (dim -2)
+            return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            a, b = width - self.mask.shape[1], width - other.mask.shape[1]
+            mine.keys = torch.cat([pad(mine.keys, a), pad(theirs.keys, b)], dim=0)
+            mine.values = torch.cat([pad(mine.values, a), pad(theirs.values, b)], dim=0)
+        self.mask = torch.cat(
+            [
+                torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0)),
+                torch.nn.functional.pad(other.mask, (width - other.mask.shape[1], 0)),
+            ],
+        )
+        self.rows = self.rows + other.rows
+        self.last_pos = torch.cat([self.last_pos, other.last_pos])
+        self.logits = torch.cat([self.logits, other.logits])
+        return self
+
+    def step(self, model, tokens: torch.Tensor) -> None:
+        """Feed one token per row (B,) and compute the next logits."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        self.last_pos = self.last_pos + 1
+        out = model(
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=self.mask,
+            position_ids=self.last_pos.unsqueeze(1),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.logits = out.logits[:, -1, :]
+
+
+class HFBackend:
+    """A causal LM (optionally with a `peft` adapter) answering chat requests in batches."""
+
+    def __init__(self, model, tokenizer, name: str, max_batch_size: int = 32):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.device = next(model.parameters()).device
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        self.eos_ids = eos_ids
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+        self._seed_rng = random.Random(0)  # seeds for requests that carry none
+
+    # ---- public API ----
+    def encode_chat(self, messages) -> list[int]:
+        prompt = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        rows: list[_Row] = []
+        for req in requests:
+            prompt_ids = self.encode_chat(req.messages)
+            s = req.sampling
+            for j in range(s.n):
+                gen = None
+                if s.temperature > 0:
+                    seed = (s.seed + j) if s.seed is not None else self._seed_rng.getrandbits(63)
+                    gen = torch.Generator().manual_seed(seed)
+                rows.append(_Row(len(rows), prompt_ids, s, gen))
+        self._decode(rows)
+        return [
+            Generation(
+                text=r.text,
+                token_ids=r.tokens,
+                prompt_tokens=len(r.prompt_ids),
+                completion_tokens=len(r.tokens),
+                finish_reason=r.finish_reason,
+                latency_s=r.t_end - r.t_start,
+                logprobs=r.logprobs if r.sampling.logprobs else None,
+                prompt_ids=r.prompt_ids,
+            )
+            for r in rows
+        ]
+
+    # ---- the decode loop (continuous batching) ----
+    @torch.inference_mode()
+    def _decode(self, rows: list[_Row]) -> None:
+        """Generate every row, keeping up to `max_batch_size` rows in the batch at once.
+
+        When rows finish, they leave the batch and the KV cache; when enough slots are free,
+        waiting rows are prefilled and merged in (their cache left-padded to the batch's width),
+        so one long completion never leaves the batch running at size 1 while others wait.
+        """
+        waiting = deque(sorted(rows, key=lambda r: len(r.prompt_ids)))  # similar lengths: little padding
+        batch: _Batch | None = None
+        refill_at = max(1, self.max_batch_size // 4)  # free slots that trigger a refill
+        while waiting or batch is not None:
+            free = self.max_batch_size - (len(batch.rows) if batch else 0)
+            if waiting and (batch is None or (free >= min(refill_at, len(waiting)) and batch.can_merge)):
+                new = self._prefill([waiting.popleft() for _ in range(min(free, len(waiting)))])
+                batch = new if batch is None else batch.merge(new)
+            # ---- choose one token per row ----
+            tokens = self._choose(batch.logits.float(), batch.rows)
+            keep = []
+            for b, (r, tok) in enumerate(zip(batch.rows, tokens, strict=True)):
+                r.tokens.append(tok)
+                if tok in self.eos_ids:
+                    r.finish_reason = "stop"
+                elif r.sampling.stop and self._cut_at_stop(r):
+                    r.finish_reason = "stop"
+                elif len(r.tokens) >= r.sampling.max_tokens:
+                    r.finish_reason = "length"
+                else:
+                    keep.append(b)
+                    continue
+                r.t_end = time.perf_counter()
+            if not keep:
+                batch = None
+                continue
+            batch.select(keep)
+            # ---- one decode step for the rows still running ----
+            batch.step(self.model, torch.tensor([tokens[b] for b in keep], device=self.device))
+        for r in rows:
+            if r.text is None:
+                r.text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+
+    def _prefill(self, rows: list[_Row]) -> _Batch:
+        from transformers import DynamicCache
+
+        width = max(len(r.prompt_ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):  # left padding
+            ids[b, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[b, width - len(r.prompt_ids) :] = 1
+            r.t_start = time.perf_counter()
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        cache = DynamicCache()
+        out = self.model(  # only the last position's logits are computed
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return _Batch(list(rows), cache, mask, pos[:, -1], out.logits[:, -1, :])
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+        """Pick the next token of each row; record its log-prob where asked. logits: (B, V) fp32."""
+        temps = torch.tensor([r.sampling.temperature or 1.0 for r in rows], device=logits.device)
+        logp = torch.log_softmax(logits / temps.unsqueeze(1), dim=-1)  # (B, V)
+        chosen = logits.argmax(dim=-1).tolist()
+        for b, r in enumerate(rows):
+            if r.sampling.temperature > 0:
+                probs = logp[b].exp()
+                if r.sampling.top_p < 1.0:
+                    sorted_p, sorted_i = probs.sort(descending=True)
+                    outside = (
+                        sorted_p.cumsum(0) - sorted_p >= r.sampling.top_p
+                    )  # keeps the token crossing top_p
+                    sorted_p[outside] = 0.0
+                    probs = torch.zeros_like(probs).scatter_(0, sorted_i, sorted_p)
+                chosen[b] = int(torch.multinomial(probs.cpu(), 1, generator=r.generator))
+            if r.sampling.logprobs:
+                r.logprobs.append(float(logp[b, chosen[b]]))
+        return chosen
+
+    def _cut_at_stop(self, r: _Row) -> bool:
+        text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        cuts = [text.find(s) for s in r.sampling.stop if s in text]
+        if cuts:
+            r.text = text[: min(cuts)]
+            return True
+        return False
