@@ -1,0 +1,43 @@
+"""The Task record and helpers shared by the task families."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class TaskError(ValueError):
+    """Bad task input (unknown name, malformed row, missing file); the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str  # stable across runs: the same item gets the same id, so runs can be paired
+    prompt: str  # the question as shown to the agents
+    answer: str  # gold answer (normalised for numeric tasks)
+    verifier: str = "numeric"  # key into workbench.tasks.verify.VERIFIERS
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, text: str) -> tuple[str | None, bool]:
+        """Extract the answer from model text and verify it: (extracted or None, correct)."""
+        from workbench.tasks.verify import VERIFIERS
+
+        extracted = VERIFIERS[self.verifier][0](text)
+        return extracted, self.is_correct(extracted)
+
+    def is_correct(self, extracted: str | None) -> bool:
+        """Verify an already extracted answer against the gold one."""
+        from workbench.tasks.verify import VERIFIERS
+
+        return VERIFIERS[self.verifier][1](extracted, self.answer)
+
+
+def data_dir(family: str) -> Path | None:
+    """The local copy of a benchmark: $WORKBENCH_DATA_DIR/<family>, or None when not configured."""
+    root = os.environ.get("WORKBENCH_DATA_DIR")
+    if not root:
+        return None
+    path = Path(root).expanduser() / family
+    return path if path.is_dir() else None
