@@ -1,0 +1,1 @@
+"""Analysis of runs: statistics now; diversity and credit assignment build on these."""
