@@ -1,0 +1,37 @@
+"""`single`: one agent answers once. The baseline every protocol must beat.
+
+task ──► agent ──► answer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.models.base import SamplingParams
+from workbench.prompts import question_prompt
+from workbench.protocols.base import Agent, Call, EpisodeContext, Team
+from workbench.tasks import Task
+
+
+@dataclass(frozen=True)
+class SingleConfig:
+    temperature: float = 0.0  # 0 = greedy (the default baseline); > 0 = one sampled answer
+    top_p: float = 1.0
+    max_tokens: int = 256  # completion cap per generation
+    system: str = ""  # optional system prompt for the agent
+
+    def __post_init__(self) -> None:
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+
+async def run(task: Task, team: Team, cfg: SingleConfig, ctx: EpisodeContext) -> None:
+    agent = Agent(
+        "agent",
+        "agent",
+        team.backends[0],
+        cfg.system or None,
+        SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens),
+    )
+    prompt = [{"role": "user", "content": question_prompt(task.prompt, task.verifier)}]
+    await ctx.generate([Call(agent, prompt, "agent")])
+    ctx.finish(ctx.episode.messages[-1].extracted)

@@ -1,0 +1,69 @@
+"""`vote` (self-consistency, Wang et al. 2023): n sampled answers, the majority answer wins.
+
+    task ──► sample-0 … sample-(n-1) ──► vote ──► answer
+
+All n samples are one batch. Samples without a parseable answer do not vote; if none has one,
+the episode is a format failure. Ties go to the answer that reached the top count first (in
+sample order), so the rule is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from workbench.config import ConfigError
+from workbench.models.base import SamplingParams
+from workbench.prompts import question_prompt
+from workbench.protocols.base import ANSWER_NODE, Agent, Call, EpisodeContext, Team
+from workbench.tasks import Task
+
+
+@dataclass(frozen=True)
+class VoteConfig:
+    n: int = 5  # samples per question (= generations per query)
+    temperature: float = 0.7  # sampling temperature; must be > 0 or all samples are identical
+    top_p: float = 0.95
+    max_tokens: int = 256
+    system: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"protocol.n must be >= 1, got {self.n}")
+        if self.temperature <= 0 and self.n > 1:
+            raise ConfigError(
+                "vote with temperature 0 repeats one greedy answer n times; set protocol.temperature > 0"
+            )
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+
+def majority(answers: list[str | None]) -> tuple[str | None, dict[str, int]]:
+    """The most frequent non-None answer (ties: first to reach the top count) and all counts."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None, {}
+    top = max(counts.values())
+    winner = next(a for a in answers if a is not None and counts[a] == top)
+    return winner, dict(counts)
+
+
+async def run(task: Task, team: Team, cfg: VoteConfig, ctx: EpisodeContext) -> None:
+    agent = Agent(
+        "sampler",
+        "sampler",
+        team.backends[0],
+        cfg.system or None,
+        SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens),
+    )
+    prompt = [{"role": "user", "content": question_prompt(task.prompt, task.verifier)}]
+    calls = [Call(agent, prompt, f"sample-{i}", receivers=("vote",)) for i in range(cfg.n)]
+    await ctx.generate(calls)
+    answers = [m.extracted for m in ctx.episode.messages]
+    winner, counts = majority(answers)
+    ctx.add_node("vote", "aggregator", "Majority vote")
+    top = counts.get(winner, 0) if winner is not None else 0
+    ctx.event("decision", node="vote", answer=winner, counts=counts)
+    ctx.message(
+        "vote", (ANSWER_NODE,), "aggregator", f"majority: {winner} ({top}/{cfg.n} votes)", 0, extracted=winner
+    )
+    ctx.finish(winner, votes=counts, parsed_samples=sum(a is not None for a in answers))
