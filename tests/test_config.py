@@ -80,3 +80,9 @@ def test_eval_config_routes_flat_keys_to_family_and_protocol_options():
 def test_eval_config_errors_name_the_input(kwargs, overrides, message):
     with pytest.raises(ConfigError, match=message):
         EvalConfig.build(overrides, **kwargs)
+
+
+def test_the_sampling_seed_does_not_change_the_items():
+    a, b = EvalConfig.build(seed=0), EvalConfig.build(seed=5)
+    assert a.task == b.task and b.seed == 5
+    assert EvalConfig.build({"task": {"seed": "3"}}).task.seed == 3

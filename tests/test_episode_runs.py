@@ -99,3 +99,29 @@ def test_run_writer_refuses_to_overwrite_a_run(tmp_path):
     RunWriter(tmp_path / "run", {}).close()
     with pytest.raises(RunDirError, match="already holds a run"):
         RunWriter(tmp_path / "run", {})
+
+
+def test_mcnemar_exact_against_hand_computed_values():
+    from workbench.analysis.stats import mcnemar_exact
+
+    # b=1, c=9: 2 * (C(10,0) + C(10,1)) / 2^10 = 2 * 11 / 1024
+    assert mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+
+
+def test_paired_outcomes_pairs_by_task_id():
+    from workbench.analysis.stats import paired_outcomes
+
+    a = [make_episode(i, correct=c).to_dict() for i, c in enumerate([True, True, False, False])]
+    b = [make_episode(i, correct=c).to_dict() for i, c in enumerate([True, False, True, True, True])]
+    p = paired_outcomes(a, b)
+    assert (p["n_paired"], p["both_right"], p["only_a_right"], p["only_b_right"], p["neither"]) == (
+        4,
+        1,
+        1,
+        2,
+        0,
+    )
+    assert p["mcnemar_p"] == 1.0

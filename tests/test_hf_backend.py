@@ -118,6 +118,13 @@ def test_embedded_model_is_cached_as_safetensors():
     assert "quantization_config" not in (path / "config.json").read_text()
 
 
+def test_a_local_model_folder_loads_like_a_hub_model():
+    path = loading.embedded_model_dir("smollm2")
+    be = load_backend(str(path), dtype="fp32")
+    (g,) = be.generate([req("Say hi.", max_tokens=4)])
+    assert be.name == str(path) and g.completion_tokens >= 1
+
+
 def test_missing_package_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(

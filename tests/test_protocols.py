@@ -1,6 +1,7 @@
 """Protocol logic with the scripted backend: turn order, who sees what, recording, batching."""
 
 import asyncio
+import json
 import re
 
 import pytest
@@ -156,3 +157,21 @@ def test_runs_inside_a_running_event_loop_as_in_jupyter():
 
     eps, errors, _ = asyncio.run(notebook_cell())
     assert len(eps) == 2 and errors == []
+
+
+def test_ctrl_c_keeps_the_written_episodes_and_writes_a_summary(tmp_path):
+    class Interrupting(ScriptedBackend):
+        def generate(self, requests):
+            if len(self.calls) == 2:  # the third batch never comes back
+                raise KeyboardInterrupt
+            return super().generate(requests)
+
+    cfg = EvalConfig.build(
+        task="arithmetic", protocol="single", limit=6, out=str(tmp_path / "run"), max_in_flight=2
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(cfg, backend=Interrupting(solver), progress=False)
+    read = read_episodes(tmp_path / "run")
+    assert len(read.episodes) == 4 and read.problems == []
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["n"] == 4 and summary["planned"] == 6

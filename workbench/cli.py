@@ -104,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--limit", type=int, default=8, help="number of items (default: 8)")
     e.add_argument("--split", default="test", help="train | dev | test (default: test; tune on dev)")
-    e.add_argument("--seed", type=int, default=0, help="seed for sampling and procedural items (default: 0)")
+    e.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampling seed (default: 0); the items stay the same (task.seed picks other arithmetic items)",
+    )
     e.add_argument("--out", default="", help="run folder (default: runs/<time>-<task>-<protocol>)")
     e.add_argument(
         "--runs", default=None, help="root folder for runs without --out (default: runs/ in the checkout)"

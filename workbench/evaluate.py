@@ -65,8 +65,8 @@ class EvalConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    seed: int = 0  # seeds every sampled generation (derived per task and call)
-    max_in_flight: int = 64  # episodes run concurrently (their generations are batched together)
+    seed: int = 0  # seeds every sampled generation (derived per task and call); items stay the same
+    max_in_flight: int = 256  # episodes run concurrently; their ready generations go to the model together
     out: str = ""  # run folder; default runs/<time>-<task>-<protocol>
 
     def __post_init__(self) -> None:
@@ -100,7 +100,7 @@ class EvalConfig:
             _TopLevel, {k: v for k, v in data.items() if k not in ("task", "protocol", "model")}
         )
         return cls(
-            task=TaskConfig.from_flat({"seed": top_level.seed, **data["task"]}),
+            task=TaskConfig.from_flat(data["task"]),
             protocol=ProtocolConfig.from_flat(data["protocol"]),
             model=from_dict(ModelConfig, data["model"], prefix="model."),
             seed=top_level.seed,
@@ -114,7 +114,7 @@ class _TopLevel:
     """The top-level scalars of an EvalConfig, validated by the same strict loader."""
 
     seed: int = 0
-    max_in_flight: int = 64
+    max_in_flight: int = 256
     out: str = ""
 
 
@@ -130,7 +130,7 @@ def run_episodes(
     protocol: ProtocolConfig,
     backend: Backend,
     seed: int = 0,
-    max_in_flight: int = 64,
+    max_in_flight: int = 256,
     on_episode=None,
     progress: bool = False,
 ) -> tuple[list[Episode], list[dict[str, str]], dict[str, Any]]:
@@ -208,17 +208,22 @@ def run_eval(
     run_dir = Path(cfg.out) if cfg.out else runs_root / new_run_id(cfg.task.name, cfg.protocol.name)
     resolved = to_dict(cfg) | {"out": str(run_dir), "backend": backend.name}
     writer = RunWriter(run_dir, resolved)
+    episodes: list[Episode] = []
+    errors: list[dict[str, str]] = []
+    stats: dict[str, Any] = {}
+
+    def keep(ep: Episode) -> None:
+        writer.append(ep)
+        episodes.append(ep)
+
     t0 = time.perf_counter()
+    interrupted = False
     try:
-        episodes, errors, stats = run_episodes(
-            tasks,
-            cfg.protocol,
-            backend,
-            cfg.seed,
-            cfg.max_in_flight,
-            on_episode=writer.append,
-            progress=progress,
+        _, errors, stats = run_episodes(
+            tasks, cfg.protocol, backend, cfg.seed, cfg.max_in_flight, on_episode=keep, progress=progress
         )
+    except KeyboardInterrupt:  # Ctrl-C: the episodes written so far get a summary, then we stop
+        interrupted = True
     finally:
         writer.close()
     wall = time.perf_counter() - t0
@@ -231,6 +236,8 @@ def run_eval(
         protocol=cfg.protocol.name,
         model=cfg.model.name,
         seed=cfg.seed,
+        planned=len(tasks.tasks),
+        interrupted=interrupted,
         completion_tokens_per_s=round(sum(e.usage.completion_tokens for e in episodes) / wall, 1)
         if wall
         else 0.0,
@@ -239,4 +246,6 @@ def run_eval(
         **stats,
     )
     writer.write_summary(summary)
+    if interrupted:
+        raise KeyboardInterrupt(f"interrupted; {len(episodes)} episodes and a summary are in {run_dir}")
     return EvalResult(run_dir, summary, episodes)

@@ -112,7 +112,7 @@ def run_sync(coro: Awaitable[Any]) -> Any:
 async def run_all(
     jobs: list[Callable[[], Awaitable[Any]]],
     scheduler: BatchScheduler,
-    max_in_flight: int = 64,
+    max_in_flight: int = 256,
     on_done: Callable[[int, Any, BaseException | None], None] | None = None,
 ) -> None:
     """Run ``jobs`` (coroutine factories) with at most ``max_in_flight`` live at once.

@@ -30,7 +30,7 @@ class TaskConfig:
     name: str = "arithmetic"  # arithmetic | gsm8k | jsonl:PATH
     split: str = "test"  # train | dev | test: tune on dev, report on test
     limit: int = 8  # number of items (the first `limit` of the split, in a fixed order)
-    seed: int = 0  # arithmetic: which fresh items are generated
+    seed: int = 0  # arithmetic: which fresh items are generated (independent of the sampling seed)
     options: dict[str, Any] = field(default_factory=dict)  # family options, e.g. digits for arithmetic
 
     @property
