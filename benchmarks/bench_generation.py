@@ -30,8 +30,10 @@ class OneAtATime:
 
     def __init__(self, inner):
         self.inner, self.name = inner, inner.name
+        self.model_calls = 0
 
     def generate(self, requests):
+        self.model_calls += len(requests)
         return [g for r in requests for g in self.inner.generate([r])]
 
 
@@ -96,10 +98,16 @@ def main() -> None:
         },
         "model_load_s": round(load_s, 2),
         "raw": [raw_throughput(backend, b) for b in (1, 16, 64)],
-        "protocol": {"task": "arithmetic (dev)", "items": args.items, "protocol": "vote n=5, max_tokens=128"},
+        "protocol": {
+            "task": "arithmetic (dev)",
+            "items": args.items,
+            "protocol": "vote n=5, T=0.3, max_tokens=128",
+        },
     }
-    results["sequential"] = protocol_run(OneAtATime(backend), tasks, vote, max_in_flight=1)
-    results["batched"] = protocol_run(backend, tasks, vote, max_in_flight=64)
+    one_at_a_time = OneAtATime(backend)
+    results["sequential"] = protocol_run(one_at_a_time, tasks, vote, max_in_flight=1)
+    results["sequential"].update(backend_calls=one_at_a_time.model_calls, mean_batch_size=1.0)
+    results["batched"] = protocol_run(backend, tasks, vote, max_in_flight=256)
     results["speedup_tokens_per_s"] = round(
         results["batched"]["tokens_per_s"] / results["sequential"]["tokens_per_s"], 2
     )

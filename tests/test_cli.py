@@ -132,3 +132,14 @@ def test_vote_and_gsm8k_on_the_embedded_model(tmp_path, shared_data, capsys):
     eps = read_episodes(tmp_path / "gsm8k").episodes
     assert {e["task_id"] for e in eps} == {"gsm8k-train-6973", "gsm8k-train-6974"}
     assert "gsm8k" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_runs_headless_to_its_table(tmp_path, capsys):
+    assert main(["demo", "--no-app", "--limit", "3", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy [95% CI]" in out and "single" in out and "vote" in out and "McNemar" in out
+    (demo,) = tmp_path.iterdir()
+    for protocol in ("single", "vote"):
+        assert len(read_episodes(demo / protocol).episodes) == 3
+        assert json.loads((demo / protocol / "summary.json").read_text())["n"] == 3

@@ -56,6 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Single agent vs self-consistency on fresh arithmetic, on the embedded model, same items."""
+    from workbench.analysis.stats import paired_outcomes
     from workbench.evaluate import EvalConfig, run_eval
     from workbench.models import load_backend
 
@@ -80,11 +81,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     backend = load_backend(args.model, max_batch_size=64)
     print(f"model loaded in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    summaries = [run_eval(cfg, backend=backend).summary for cfg in configs]
+    single, vote = (run_eval(cfg, backend=backend) for cfg in configs)
+    paired = paired_outcomes([e.to_dict() for e in single.episodes], [e.to_dict() for e in vote.episodes])
     print()
-    print(format_table(summaries))
-    print("\nBudgets are not matched here: vote spends 5 generations per query, single 1.")
-    print(f"Run folders: {root}/single, {root}/vote  (episodes.jsonl, summary.json, config.yaml)")
+    print(format_table([single.summary, vote.summary]))
+    print(
+        f"\nSame {paired['n_paired']} items: only single right on {paired['only_a_right']}, only vote right on "
+        f"{paired['only_b_right']} (exact McNemar p = {paired['mcnemar_p']})."
+    )
+    print("Budgets are not matched here: vote spends 5 generations per query, single 1.")
+    print(f"Run folders: {single.run_dir}, {vote.run_dir}  (episodes.jsonl, summary.json, config.yaml)")
     if not args.no_app:
         print("The live viewer is not part of this release yet; the demo runs headless.")
     return 0

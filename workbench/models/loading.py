@@ -151,7 +151,9 @@ def load_hf_backend(spec: str, dtype: str = "auto", device: str = "auto", max_ba
             "or a Hugging Face id of the form org/name"
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a sub-second load is noise
     try:
         tok = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(device)
