@@ -20,3 +20,8 @@ QUESTION_TEMPLATES = {
 def question_prompt(question: str, verifier: str) -> str:
     """The user turn an agent sees for a task: the question and how to format the answer."""
     return QUESTION_TEMPLATES[verifier].format(question=question)
+
+
+def question_messages(question: str, verifier: str) -> list[dict[str, str]]:
+    """The chat turns an agent answering a task on its own receives."""
+    return [{"role": "user", "content": question_prompt(question, verifier)}]

@@ -32,6 +32,13 @@ class Agent:
     sampling: SamplingParams = field(default_factory=SamplingParams)
 
 
+def agent_from_config(name: str, role: str, backend: str, cfg) -> Agent:
+    """An agent whose system prompt and sampling come from a protocol config's common fields
+    (``system``, ``temperature``, ``top_p``, ``max_tokens``)."""
+    sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+    return Agent(name, role, backend, cfg.system or None, sampling)
+
+
 @dataclass(frozen=True)
 class Team:
     """The backends a protocol may use, by name. Protocols build their agents from their config."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.models.base import SamplingParams
-from workbench.prompts import question_prompt
-from workbench.protocols.base import Agent, Call, EpisodeContext, Team
+from workbench.prompts import question_messages
+from workbench.protocols.base import Call, EpisodeContext, Team, agent_from_config
 from workbench.tasks import Task
 
 
@@ -25,13 +25,6 @@ class SingleConfig:
 
 
 async def run(task: Task, team: Team, cfg: SingleConfig, ctx: EpisodeContext) -> None:
-    agent = Agent(
-        "agent",
-        "agent",
-        team.backends[0],
-        cfg.system or None,
-        SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens),
-    )
-    prompt = [{"role": "user", "content": question_prompt(task.prompt, task.verifier)}]
-    await ctx.generate([Call(agent, prompt, "agent")])
+    agent = agent_from_config("agent", "agent", team.backends[0], cfg)
+    await ctx.generate([Call(agent, question_messages(task.prompt, task.verifier), "agent")])
     ctx.finish(ctx.episode.messages[-1].extracted)

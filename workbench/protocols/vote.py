@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from workbench.config import ConfigError
 from workbench.models.base import SamplingParams
-from workbench.prompts import question_prompt
-from workbench.protocols.base import ANSWER_NODE, Agent, Call, EpisodeContext, Team
+from workbench.prompts import question_messages
+from workbench.protocols.base import ANSWER_NODE, Call, EpisodeContext, Team, agent_from_config
 from workbench.tasks import Task
 
 
@@ -50,14 +50,8 @@ def majority(answers: list[str | None]) -> tuple[str | None, dict[str, int]]:
 
 
 async def run(task: Task, team: Team, cfg: VoteConfig, ctx: EpisodeContext) -> None:
-    agent = Agent(
-        "sampler",
-        "sampler",
-        team.backends[0],
-        cfg.system or None,
-        SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens),
-    )
-    prompt = [{"role": "user", "content": question_prompt(task.prompt, task.verifier)}]
+    agent = agent_from_config("sampler", "sampler", team.backends[0], cfg)
+    prompt = question_messages(task.prompt, task.verifier)
     calls = [Call(agent, prompt, f"sample-{i}", receivers=("vote",)) for i in range(cfg.n)]
     await ctx.generate(calls)
     answers = [m.extracted for m in ctx.episode.messages]

@@ -28,9 +28,8 @@ class JsonlOptions:
             raise TaskError(f"task.on_bad_row must be 'error' or 'skip', got '{self.on_bad_row}'")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every line of a JSONL file as a dict; a bad line raises TaskError naming file and line."""
-    rows = []
+def iter_rows(path: Path):
+    """Yield (line number, row dict or TaskError) for every non-empty line of a JSONL file."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -38,10 +37,21 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise TaskError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or remove that line") from e
+                yield lineno, TaskError(f"{path}:{lineno}: not valid JSON ({e.msg})")
+                continue
             if not isinstance(row, dict):
-                raise TaskError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+                yield lineno, TaskError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                continue
+            yield lineno, row
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every line of a JSONL file as a dict; a bad line raises TaskError naming file and line."""
+    rows = []
+    for _, row in iter_rows(path):
+        if isinstance(row, TaskError):
+            raise TaskError(f"{row}; fix or remove that line")
+        rows.append(row)
     return rows
 
 
@@ -53,28 +63,21 @@ def load(path: str, limit: int, options: JsonlOptions) -> tuple[list[Task], list
             f"jsonl task file '{path}' does not exist; use --task jsonl:PATH with a readable file"
         )
     tasks, skipped = [], []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if len(tasks) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                tasks.append(_task_from_line(p, lineno, line, options))
-            except TaskError as e:
-                if options.on_bad_row == "error":
-                    raise TaskError(f"{e}; or pass --set task.on_bad_row=skip to skip such rows") from None
-                skipped.append(str(e))
+    for lineno, row in iter_rows(p):
+        if len(tasks) >= limit:
+            break
+        try:
+            if isinstance(row, TaskError):
+                raise row
+            tasks.append(_task_from_row(p, lineno, row, options))
+        except TaskError as e:
+            if options.on_bad_row == "error":
+                raise TaskError(f"{e}; or pass --set task.on_bad_row=skip to skip such rows") from None
+            skipped.append(str(e))
     return tasks, skipped
 
 
-def _task_from_line(p: Path, lineno: int, line: str, o: JsonlOptions) -> Task:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(row, dict):
-        raise TaskError(f"{p}:{lineno}: expected a JSON object")
+def _task_from_row(p: Path, lineno: int, row: dict, o: JsonlOptions) -> Task:
     for name in (o.question_field, o.answer_field):
         if name not in row:
             raise TaskError(
