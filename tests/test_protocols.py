@@ -175,3 +175,29 @@ def test_ctrl_c_keeps_the_written_episodes_and_writes_a_summary(tmp_path):
     assert len(read.episodes) == 4 and read.problems == []
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["n"] == 4 and summary["planned"] == 6
+
+
+def test_calls_to_two_backends_are_in_flight_together():
+    from workbench.models.base import SamplingParams
+    from workbench.protocols.base import Agent, Call, EpisodeContext
+
+    a, b = ScriptedBackend("Answer: 1", name="a"), ScriptedBackend("Answer: 2", name="b")
+    sched = BatchScheduler({"a": a, "b": b})
+    task = arithmetic(1).tasks[0]
+
+    async def episode():
+        ctx = EpisodeContext(task, "test", sched)
+        calls = [
+            Call(Agent(n, backend=n, sampling=SamplingParams()), [{"role": "user", "content": "q"}], n)
+            for n in "ab"
+        ]
+        gens = await ctx.generate(calls)
+        return [g.text for g in gens], [m.sender for m in ctx.episode.messages]
+
+    flushes = []
+    real_flush = sched.flush
+    sched.flush = lambda: (flushes.append(1), real_flush())
+    results = []
+    asyncio.run(run_all([episode], sched, 1, lambda i, r, e: results.append((r, e))))
+    assert results == [((["Answer: 1", "Answer: 2"], ["a", "b"]), None)]
+    assert len(flushes) == 1 and len(a.calls) == len(b.calls) == 1  # one flush served both backends

@@ -4,8 +4,8 @@ Why not `model.generate`: it takes one sampling configuration and one random str
 so a batch that mixes greedy and sampled requests, different `max_tokens`, stop strings and
 per-request seeds would need one call per combination (small batches), and a sample would depend
 on which other requests shared its batch. The loop below gives every row its own temperature,
-top_p, length cap, stop strings and random generator, drops finished rows from the KV cache as it
-goes, and returns the sampled tokens' log-probabilities without materialising a full-vocabulary
+top_p, length cap, stop strings and random generator, drops finished rows from the KV cache and
+prefills waiting rows into the freed slots as it goes (continuous batching), and returns the sampled tokens' log-probabilities without materialising a full-vocabulary
 log-softmax for every position (only the last position's logits are ever computed).
 
 Log-probabilities are those of the distribution sampled from: log_softmax(logits / T) before
@@ -230,10 +230,8 @@ class HFBackend:
                 probs = logp[b].exp()
                 if r.sampling.top_p < 1.0:
                     sorted_p, sorted_i = probs.sort(descending=True)
-                    outside = (
-                        sorted_p.cumsum(0) - sorted_p >= r.sampling.top_p
-                    )  # keeps the token crossing top_p
-                    sorted_p[outside] = 0.0
+                    # drop tokens whose preceding mass already reaches top_p (the crossing token stays)
+                    sorted_p[sorted_p.cumsum(0) - sorted_p >= r.sampling.top_p] = 0.0
                     probs = torch.zeros_like(probs).scatter_(0, sorted_i, sorted_p)
                 chosen[b] = int(torch.multinomial(probs.cpu(), 1, generator=r.generator))
             if r.sampling.logprobs:

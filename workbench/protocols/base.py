@@ -9,6 +9,7 @@ files themselves.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -148,14 +149,17 @@ class EpisodeContext:
             requests.append(Request(messages, sampling))
             backends.append(call.agent.backend)
             self.event("generation_started", node=call.node, round=call.round)
-        gens: list[Generation | None] = [None] * len(calls)
-        for backend in dict.fromkeys(backends):  # one submit per backend, all in flight together
-            idx = [i for i, b in enumerate(backends) if b == backend]
-            out = await self.scheduler.submit(backend, [requests[i] for i in idx])
+        # one submit per backend, all awaited together so that no backend waits for another
+        groups = {b: [i for i, x in enumerate(backends) if x == b] for b in dict.fromkeys(backends)}
+        outs = await asyncio.gather(
+            *(self.scheduler.submit(b, [requests[i] for i in idx]) for b, idx in groups.items())
+        )
+        gens: list[Generation] = [None] * len(calls)  # type: ignore[list-item]
+        for idx, out in zip(groups.values(), outs, strict=True):
             for i, g in zip(idx, out, strict=True):
                 gens[i] = g
         for call, gen in zip(calls, gens, strict=True):
-            extracted, _ = self.task.check(gen.text)
+            extracted = self.task.extract(gen.text)
             u = self.episode.usage
             u.calls += 1
             u.prompt_tokens += gen.prompt_tokens
@@ -169,7 +173,7 @@ class EpisodeContext:
                 latency_s=round(gen.latency_s, 4),
             )
             self.message(call.node, call.receivers, call.agent.role, gen.text, call.round, gen, extracted)
-        return gens  # type: ignore[return-value]
+        return gens
 
     # ---- the end ----
     def finish(self, answer: str | None, **meta) -> Episode:

@@ -20,11 +20,15 @@ class Task:
     verifier: str = "numeric"  # key into workbench.tasks.verify.VERIFIERS
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def check(self, text: str) -> tuple[str | None, bool]:
-        """Extract the answer from model text and verify it: (extracted or None, correct)."""
+    def extract(self, text: str) -> str | None:
+        """The answer a model's text commits to, normalised; None when it has none (format failure)."""
         from workbench.tasks.verify import VERIFIERS
 
-        extracted = VERIFIERS[self.verifier][0](text)
+        return VERIFIERS[self.verifier][0](text)
+
+    def check(self, text: str) -> tuple[str | None, bool]:
+        """Extract the answer from model text and verify it: (extracted or None, correct)."""
+        extracted = self.extract(text)
         return extracted, self.is_correct(extracted)
 
     def is_correct(self, extracted: str | None) -> bool:
