@@ -201,3 +201,19 @@ def test_calls_to_two_backends_are_in_flight_together():
     asyncio.run(run_all([episode], sched, 1, lambda i, r, e: results.append((r, e))))
     assert results == [((["Answer: 1", "Answer: 2"], ["a", "b"]), None)]
     assert len(flushes) == 1 and len(a.calls) == len(b.calls) == 1  # one flush served both backends
+
+
+def test_waiting_is_counted_for_the_episode_task_itself():
+    sched = BatchScheduler({"a": ScriptedBackend(), "b": ScriptedBackend()})
+    seen = []
+
+    async def episode():
+        from workbench.models import Request
+
+        futs = [sched.enqueue(n, [Request([])]) for n in "ab"]
+        seen.append(sched.waiting[asyncio.current_task()])  # this task, not a helper task, is waiting
+        await asyncio.gather(*futs)
+        seen.append(sched.waiting.get(asyncio.current_task(), 0))
+
+    asyncio.run(run_all([episode], sched, 1))
+    assert seen == [2, 0]

@@ -1,7 +1,8 @@
 """Run many episodes at once so that the backend sees large batches.
 
 Each episode is an asyncio coroutine. When it needs generations it awaits
-`BatchScheduler.submit(backend_name, requests)`, which only queues the requests. The driver
+`BatchScheduler.submit(backend_name, requests)` (or several `enqueue` futures at once), which
+only queues the requests. The driver
 (`run_all`) lets every live episode run until each one is either finished or waiting on the
 scheduler, then sends everything queued for a backend to it in one `generate` call, resolves
 the waiting episodes, and repeats. So the explorers of one round, the samples of a vote, and the
@@ -26,7 +27,6 @@ from workbench.models.base import Backend, Generation, Request
 class _Pending:
     requests: list[Request]
     future: asyncio.Future
-    owner: asyncio.Task | None
 
 
 @dataclass
@@ -44,19 +44,29 @@ class BatchScheduler:
         self.waiting: dict[asyncio.Task, int] = defaultdict(int)  # live task -> unresolved submits
         self.stats = BatchStats()
 
-    async def submit(self, backend: str, requests: list[Request]) -> list[Generation]:
+    def enqueue(self, backend: str, requests: list[Request]) -> asyncio.Future:
+        """Queue ``requests`` for ``backend``; the future resolves to their generations.
+
+        The calling task counts as waiting until the future is resolved, so several futures
+        (one per backend) can be awaited together with ``asyncio.gather``.
+        """
         if backend not in self.backends:
             raise KeyError(f"no backend named '{backend}' (have: {', '.join(self.backends)})")
         owner = asyncio.current_task()
         fut = asyncio.get_running_loop().create_future()
-        self.queue[backend].append(_Pending(list(requests), fut, owner))
+        self.queue[backend].append(_Pending(list(requests), fut))
         self.waiting[owner] += 1
-        try:
-            return await fut
-        finally:
+
+        def resolved(_: asyncio.Future) -> None:
             self.waiting[owner] -= 1
             if self.waiting[owner] <= 0:
                 del self.waiting[owner]
+
+        fut.add_done_callback(resolved)
+        return fut
+
+    async def submit(self, backend: str, requests: list[Request]) -> list[Generation]:
+        return await self.enqueue(backend, requests)
 
     def flush(self) -> None:
         """Send everything queued to its backend, one generate() call per backend."""

@@ -152,7 +152,7 @@ class EpisodeContext:
         # one submit per backend, all awaited together so that no backend waits for another
         groups = {b: [i for i, x in enumerate(backends) if x == b] for b in dict.fromkeys(backends)}
         outs = await asyncio.gather(
-            *(self.scheduler.submit(b, [requests[i] for i in idx]) for b, idx in groups.items())
+            *(self.scheduler.enqueue(b, [requests[i] for i in idx]) for b, idx in groups.items())
         )
         gens: list[Generation] = [None] * len(calls)  # type: ignore[list-item]
         for idx, out in zip(groups.values(), outs, strict=True):
