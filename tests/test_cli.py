@@ -143,3 +143,13 @@ def test_demo_runs_headless_to_its_table(tmp_path, capsys):
     for protocol in ("single", "vote"):
         assert len(read_episodes(demo / protocol).episodes) == 3
         assert json.loads((demo / protocol / "summary.json").read_text())["n"] == 3
+
+
+def test_an_existing_run_folder_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import workbench.models
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "episodes.jsonl").write_text("")
+    monkeypatch.setattr(workbench.models, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["eval", "--out", str(tmp_path / "run")]) == 2
+    assert "already holds a run" in capsys.readouterr().err

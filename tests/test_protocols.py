@@ -217,3 +217,9 @@ def test_waiting_is_counted_for_the_episode_task_itself():
 
     asyncio.run(run_all([episode], sched, 1))
     assert seen == [2, 0]
+
+
+def test_runs_without_out_get_distinct_folders(tmp_path):
+    cfg = EvalConfig.build(task="arithmetic", protocol="single", limit=1)
+    dirs = {run_eval(cfg, ScriptedBackend(solver), False, runs_root=tmp_path).run_dir for _ in range(3)}
+    assert len(dirs) == 3 and all(d.parent == tmp_path for d in dirs)

@@ -20,7 +20,7 @@ from workbench.config import ConfigError, from_dict, merge, to_dict
 from workbench.episode import Episode
 from workbench.models.base import Backend
 from workbench.protocols import PROTOCOLS, EpisodeContext, Team
-from workbench.runs import RunWriter, default_root, new_run_id, summarize
+from workbench.runs import RunWriter, default_root, new_run_dir, summarize
 from workbench.scheduler import BatchScheduler, run_all, run_sync
 from workbench.tasks import TaskConfig, TaskSet, load_tasks
 
@@ -145,6 +145,7 @@ def run_episodes(
     team = Team(("default",))
     episodes: list[Episode] = []
     errors: list[dict[str, str]] = []
+    n_correct = 0
     bar = _progress(len(task_list), protocol.name) if progress else None
 
     def job(i: int):
@@ -156,15 +157,16 @@ def run_episodes(
         return go
 
     def done(i: int, ep: Episode | None, err: BaseException | None) -> None:
+        nonlocal n_correct
         if err is not None:
             errors.append({"task_id": task_list[i].id, "error": f"{type(err).__name__}: {err}"})
         else:
             episodes.append(ep)
+            n_correct += ep.correct
             if on_episode is not None:
                 on_episode(ep)
         if bar is not None:
-            acc = sum(e.correct for e in episodes) / max(1, len(episodes))
-            bar.set_postfix(acc=f"{acc:.2f}", errors=len(errors), refresh=False)
+            bar.set_postfix(acc=f"{n_correct / max(1, len(episodes)):.2f}", errors=len(errors), refresh=False)
             bar.update(1)
 
     try:
@@ -200,12 +202,13 @@ def run_eval(
 ) -> EvalResult:
     """Run ``cfg`` end to end and write its run folder. ``backend`` reuses an already loaded model."""
     tasks = tasks if tasks is not None else prepare(cfg)
+    runs_root = Path(runs_root) if runs_root is not None else default_root()
+    run_dir = Path(cfg.out) if cfg.out else new_run_dir(runs_root, cfg.task.name, cfg.protocol.name)
+    RunWriter.check_free(run_dir)  # before the model loads, not after
     if backend is None:
         from workbench.models import load_backend
 
         backend = load_backend(cfg.model.name, cfg.model.dtype, cfg.model.device, cfg.model.max_batch_size)
-    runs_root = Path(runs_root) if runs_root is not None else default_root()
-    run_dir = Path(cfg.out) if cfg.out else runs_root / new_run_id(cfg.task.name, cfg.protocol.name)
     resolved = to_dict(cfg) | {"out": str(run_dir), "backend": backend.name}
     writer = RunWriter(run_dir, resolved)
     episodes: list[Episode] = []

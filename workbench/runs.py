@@ -48,9 +48,15 @@ def default_root() -> Path:
     return here / "runs"
 
 
-def new_run_id(task: str, protocol: str) -> str:
+def new_run_dir(root: Path, task: str, protocol: str) -> Path:
+    """A fresh folder name under ``root``: <time>-<task>-<protocol>, with -2, -3 … if taken."""
     safe_task = "".join(c if c.isalnum() or c in "-_" else "_" for c in task.split(":")[0])
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_task}-{protocol}"
+    base = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_task}-{protocol}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
 
 
 class RunWriter:
@@ -58,14 +64,19 @@ class RunWriter:
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any]):
         self.dir = Path(run_dir)
-        if (self.dir / "episodes.jsonl").exists() or (self.dir / "config.yaml").exists():
-            raise RunDirError(f"run folder '{self.dir}' already holds a run; choose a new --out or delete it")
+        self.check_free(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunDirError(f"cannot create run folder '{self.dir}': {e.strerror}") from None
         atomic_write(self.dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self._episodes = open(self.dir / "episodes.jsonl", "a", encoding="utf-8")
+
+    @staticmethod
+    def check_free(run_dir: Path) -> None:
+        """Refuse a folder that already holds a run (call it before expensive work, too)."""
+        if (run_dir / "episodes.jsonl").exists() or (run_dir / "config.yaml").exists():
+            raise RunDirError(f"run folder '{run_dir}' already holds a run; choose a new --out or delete it")
 
     def append(self, episode: Episode) -> None:
         self._episodes.write(json.dumps(episode.to_dict(), ensure_ascii=False) + "\n")
