@@ -39,11 +39,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (
-            isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
         ):
-            if type(None) in args:
-                return None
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -120,6 +119,18 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def split_options(data: dict[str, Any], own: tuple[str, ...]) -> dict[str, Any]:
+    """``{"name": "vote", "n": 5}`` -> ``{"name": "vote", "options": {"n": 5}}``.
+
+    Keys that are not in ``own`` are options; an explicit ``options`` section is merged in.
+    """
+    options = {
+        **(data.get("options") or {}),
+        **{k: v for k, v in data.items() if k not in own and k != "options"},
+    }
+    return {**{k: v for k, v in data.items() if k in own}, "options": options}
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

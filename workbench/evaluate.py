@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ConfigError, from_dict, merge, to_dict
+from workbench.config import ConfigError, from_dict, merge, split_options, to_dict
 from workbench.episode import Episode
 from workbench.models.base import Backend
 from workbench.protocols import PROTOCOLS, EpisodeContext, Team
@@ -51,9 +51,7 @@ class ProtocolConfig:
     @classmethod
     def from_flat(cls, data: dict[str, Any]) -> ProtocolConfig:
         """Accept ``{"name": "vote", "n": 5}``: keys other than ``name`` are the protocol's options."""
-        data = dict(data)
-        options = {**data.pop("options", {}), **{k: v for k, v in data.items() if k != "name"}}
-        return from_dict(cls, {"name": data.get("name", "single"), "options": options}, prefix="protocol.")
+        return from_dict(cls, split_options(data, ("name",)), prefix="protocol.")
 
     @property
     def resolved(self):

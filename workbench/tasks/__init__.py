@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.config import ConfigError, from_dict, to_dict
+from workbench.config import ConfigError, from_dict, split_options, to_dict
 from workbench.tasks import arithmetic, gsm8k, jsonl
 from workbench.tasks.base import Task, TaskError
 
@@ -59,10 +59,7 @@ class TaskConfig:
     @classmethod
     def from_flat(cls, data: dict[str, Any]) -> TaskConfig:
         """Accept ``{"name": ..., "digits": 2}``: keys that are not TaskConfig fields are family options."""
-        own = {k: v for k, v in data.items() if k in ("name", "split", "limit", "seed")}
-        options = dict(data.get("options") or {})
-        options.update({k: v for k, v in data.items() if k not in own and k != "options"})
-        return from_dict(cls, {**own, "options": options}, prefix="task.")
+        return from_dict(cls, split_options(data, ("name", "split", "limit", "seed")), prefix="task.")
 
 
 @dataclass
@@ -77,7 +74,7 @@ def load_tasks(cfg: TaskConfig) -> TaskSet:
     if cfg.family == "arithmetic":
         return TaskSet(arithmetic.load(cfg.split, cfg.limit, cfg.seed, options), [])
     if cfg.family == "gsm8k":
-        return TaskSet(gsm8k.load(cfg.split, cfg.limit, cfg.seed), [])
+        return TaskSet(gsm8k.load(cfg.split, cfg.limit), [])
     if cfg.family == "jsonl":
         tasks, skipped = jsonl.load(cfg.name.partition(":")[2], cfg.limit, options)
         if not tasks:

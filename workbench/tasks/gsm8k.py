@@ -43,7 +43,7 @@ def _rows(file_split: str) -> list[dict]:
         ) from e
 
 
-def load(split: str, limit: int, seed: int, options: None = None) -> list[Task]:
+def load(split: str, limit: int) -> list[Task]:
     if split not in SPLITS:
         raise TaskError(f"gsm8k has splits {', '.join(SPLITS)}; got '{split}'")
     rows = _rows("test" if split == "test" else "train")
