@@ -106,3 +106,29 @@ def test_budget_figure_has_one_point_per_protocol_with_its_ci(tmp_path):
     assert trace.x[1] == rows[1]["prompt_tokens_per_query"] + rows[1]["completion_tokens_per_query"]
     assert trace.error_y.arrayminus[0] == pytest.approx(rows[0]["accuracy"] - rows[0]["ci95"][0])
     assert list(budget_figure(rows, x="generations").data[0].x) == [1, 5]
+
+
+def test_resume_reuses_finished_runs_and_reruns_the_unfinished(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    cmp = CompareConfig.build(protocols="single,vote,maestro", limit=3, out=str(out))
+    first = run_compare(cmp, backend=ScriptedBackend(solver), progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_compare(cmp, backend=ScriptedBackend(solver), progress=False)
+    (out / "vote-seed0" / "summary.json").unlink()  # as if killed before vote finished
+    calls = []
+    backend = ScriptedBackend(lambda req, j: calls.append(req) or solver(req, j))
+    again = run_compare(cmp, backend=backend, progress=False, resume=True)
+    assert len(calls) == 3 * 8  # only vote ran again: 3 items x 8 generations
+    assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in first.rows]
+    assert any(p.name.startswith("vote-seed0.unfinished-") for p in out.iterdir())  # kept, not deleted
+    assert "finished before: reused" in capsys.readouterr().err
+    # a different configuration in the same folder is never mistaken for a finished run
+    other = CompareConfig.build(
+        {"options": {"maestro": {"rounds": 1}}}, protocols="single,maestro", limit=3, out=str(out)
+    )
+    calls.clear()
+    run_compare(other, backend=backend, progress=False, resume=True)
+    err = capsys.readouterr().err
+    assert calls and "single (seed 0): fixed at 1 generation(s): the unmatched floor (finished before" in err
+    assert "maestro-seed0 is a different configuration" in err
+    assert len([p for p in out.iterdir() if p.name.startswith("maestro-seed0.unfinished-")]) == 1

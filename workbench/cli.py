@@ -147,7 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         out=args.out,
     )
-    result = run_compare(cmp, runs_root=args.runs)
+    result = run_compare(cmp, runs_root=args.runs, resume=args.resume)
     print(result.table)
     print(f"\ncomparison folder: {result.out}  (comparison.json, one run folder per protocol and seed)")
     return 0
@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", default="0", help="comma-separated sampling seeds (default: 0)")
     c.add_argument("--out", default="", help="comparison folder (default: runs/<time>-compare-<task>)")
     c.add_argument("--runs", default=None, help="root folder without --out (default: runs/ in the checkout)")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the comparison in --out: reuse its finished runs (same config), rerun the rest",
+    )
     c.add_argument(
         "--set",
         nargs="*",

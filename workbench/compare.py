@@ -36,11 +36,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from workbench.analysis.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, from_dict, merge, to_dict
-from workbench.evaluate import EvalConfig, ModelConfig, ProtocolConfig, load_models, run_eval
+from workbench.episode import Episode
+from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, load_models, run_eval
 from workbench.protocols import PROTOCOLS
-from workbench.runs import default_root
+from workbench.runs import default_root, read_episodes
 from workbench.tasks import TaskConfig, load_tasks
 
 MATCH_MODES = ("generations", "tokens", "none")
@@ -186,9 +189,18 @@ def _eval_config(cmp: CompareConfig, plan: Plan, seed: int, task: TaskConfig, ou
 
 
 def run_compare(
-    cmp: CompareConfig, backend=None, runs_root: str | Path | None = None, progress: bool = True
+    cmp: CompareConfig,
+    backend=None,
+    runs_root: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
 ) -> CompareResult:
-    """Plan the budgets, run every protocol × seed on the same items, write comparison.json."""
+    """Plan the budgets, run every protocol × seed on the same items, write comparison.json.
+
+    ``resume``: continue an interrupted comparison in ``cmp.out``: a protocol × seed run that
+    finished with exactly the configuration it would get now is read back instead of re-run; an
+    unfinished one is moved aside (``<dir>.unfinished-<time>``, nothing deleted) and run again.
+    """
     tasks = load_tasks(cmp.task)
     root = Path(runs_root) if runs_root is not None else default_root()
     out = (
@@ -197,8 +209,8 @@ def run_compare(
         else root
         / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{cmp.task.name.replace(':', '_').replace('/', '_')}"
     )
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} already holds files; choose another --out")
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(f"{out} already holds files; choose another --out, or --resume to continue it")
     backends = load_models(EvalConfig(model=cmp.model), backend)
     plans = plan_generations(cmp)
     pilot = {}
@@ -208,8 +220,14 @@ def run_compare(
     for plan in plans:
         for seed in cmp.seeds:
             cfg = _eval_config(cmp, plan, seed, cmp.task, out / f"{plan.protocol}-seed{seed}")
-            print(f"compare: {plan.protocol} (seed {seed}): {plan.how}", file=sys.stderr)
-            by_protocol[plan.protocol].append(run_eval(cfg, backend=backends, tasks=tasks, progress=progress))
+            done = _finished_run(cfg, len(tasks.tasks)) if resume else None
+            print(
+                f"compare: {plan.protocol} (seed {seed}): {plan.how}{' (finished before: reused)' if done else ''}",
+                file=sys.stderr,
+            )
+            by_protocol[plan.protocol].append(
+                done or run_eval(cfg, backend=backends, tasks=tasks, progress=progress)
+            )
     ref = cmp.reference_protocol
     rows = [_row(plan, by_protocol[plan.protocol], by_protocol[ref], ref) for plan in plans]
     table = format_comparison(rows, cmp, pilot)
@@ -228,6 +246,28 @@ def run_compare(
     (out / "comparison.json").write_text(json.dumps(report, indent=2))
     (out / "comparison.txt").write_text(table + "\n")
     return CompareResult(out, rows, table, plans)
+
+
+def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
+    """The run in ``cfg.out`` if it finished all ``n_items`` with the same configuration, else None
+    (an unfinished or different run there is moved aside so that the protocol runs again)."""
+    run_dir = Path(cfg.out)
+    if not run_dir.exists():
+        return None
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        saved, summary = None, {}
+    same = isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "backends"} == to_dict(cfg)
+    episodes = [Episode.from_dict(d) for d in read_episodes(run_dir).episodes]
+    if same and not summary.get("interrupted") and len(episodes) == summary.get("n") == n_items:
+        return EvalResult(run_dir, summary, sorted(episodes, key=lambda e: e.index))
+    aside = run_dir.with_name(f"{run_dir.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
+    reason = "a different configuration" if saved is not None and not same else "unfinished"
+    print(f"compare: {run_dir} is {reason}: moved to {aside.name}, running it again", file=sys.stderr)
+    run_dir.rename(aside)
+    return None
 
 
 def _match_tokens(cmp, plans, backends, out, progress):
