@@ -6,7 +6,7 @@ VENV   ?= .venv
 # CPU machines: this exact pin takes the local CPU build here; an unpinned torch pulls a multi-GB
 # CUDA build. Online elsewhere: TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,notebook,app
+EXTRAS ?= dev,notebook,app,analysis
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell echo "$(TORCH) $(EXTRAS)" | cksum | cut -d' ' -f1)
 

@@ -4,9 +4,9 @@
     python apps/viewer.py --runs runs
 
 Views: Live (the newest episode of a run as it is written), Runs (browse, filter, step through
-episodes), Compare (runs on the same items), Launch (start and cancel `workbench eval`). All logic
-lives in `workbench.viewer`; this file only lays out widgets and wires their events. See
-docs/viewer.md.
+episodes), Compare (runs on the same items), Analysis (the figures of `workbench analyze`),
+Launch (start and cancel `workbench eval`). All logic lives in `workbench.viewer`; this file only
+lays out widgets and wires their events. See docs/viewer.md.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from workbench.viewer.views import EPISODE_COLUMNS, RUN_COLUMNS  # noqa: E402
 
 POLL_S = 1.0  # how often Live and Launch look for new episodes
 MAX_COMPARE = 4  # topologies shown side by side in Compare
+MAX_ANALYSIS_FIGS = 8  # figure slots in Analysis (workbench/analysis/figures.py makes at most 7)
 TABLE_ROWS = 500  # rows sent to a browser table: more makes every page update slow (measured: docs/viewer.md)
 
 # Keyboard: j / → next episode, k / ← previous (in Runs), when no text field has the focus.
@@ -139,6 +140,17 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
                         gr.Plot(visible=i < 2, elem_id=f"wb-compare-graph-{i}") for i in range(MAX_COMPARE)
                     ]
 
+            # ---------------- Analysis ----------------
+            with gr.Tab("Analysis", id="analysis") as analysis_tab:
+                with gr.Row():
+                    an_run = gr.Dropdown(names, value=newest, label="run", scale=4, elem_id="wb-analysis-run")
+                    an_refresh = gr.Button("Refresh", scale=0)
+                an_head = gr.Markdown(elem_id="wb-analysis-head")
+                an_notices = gr.HTML(elem_id="wb-analysis-notices")
+                an_figs = [
+                    gr.Plot(visible=False, elem_id=f"wb-analysis-fig-{i}") for i in range(MAX_ANALYSIS_FIGS)
+                ]
+
             # ---------------- Launch ----------------
             with gr.Tab("Launch", id="launch") as launch_tab:
                 with gr.Row():
@@ -158,7 +170,9 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
                 l_log = gr.Textbox(label="output", lines=8, interactive=False, elem_classes="wb-small")
 
         # polling runs only while Live or Launch is on screen
-        for tab, on in ((live_tab, True), (launch_tab, True), (runs_tab, False), (compare_tab, False)):
+        for tab, on in (
+            (live_tab, True), (launch_tab, True), (runs_tab, False), (compare_tab, False), (analysis_tab, False),
+        ):  # fmt: skip
             tab.select(lambda on=on: gr.Timer(active=on), None, timer)
 
         # ---------------- Live: poll ----------------
@@ -340,6 +354,26 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
         cmp_runs.change(compare, cmp_runs, [cmp_notices, cmp_summary, cmp_grid, *cmp_figs])
         app.load(compare, cmp_runs, [cmp_notices, cmp_summary, cmp_grid, *cmp_figs])
         cmp_grid.select(compare_pick, cmp_runs, cmp_figs)
+
+        # ---------------- Analysis ----------------
+        def show_analysis(run: str | None):
+            """The figures of the run's analysis.json (`workbench analyze RUN` writes it)."""
+            hidden = [gr.update(visible=False)] * MAX_ANALYSIS_FIGS
+            if not run:
+                return "", notices_html(["No run selected."], "info"), *hidden
+            try:
+                out = viewer.analysis(run)
+            except ConfigError as e:
+                return "", _error(e), *hidden
+            figs = list(out["figures"].items())[:MAX_ANALYSIS_FIGS]
+            shown = [gr.update(value=f, visible=True, label=name) for name, f in figs]
+            return out["headline"], out["notices"], *shown, *hidden[len(shown) :]
+
+        an_out = [an_head, an_notices, *an_figs]
+        an_run.change(show_analysis, an_run, an_out)
+        an_refresh.click(show_analysis, an_run, an_out)
+        analysis_tab.select(lambda r: gr.update(choices=viewer.run_names(), value=r), an_run, an_run)
+        app.load(show_analysis, an_run, an_out)
 
         # ---------------- Launch ----------------
         def start(task, protocol, model, limit, split, seed, extra):

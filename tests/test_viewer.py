@@ -443,3 +443,21 @@ def test_every_registered_protocol_gets_a_readable_topology(root):
         assert sum(len(t.x) for t in fig.data if t.meta == "node") == len(pos), name
         senders = {m["sender"] for m in ep["messages"]}
         assert transcript_html(ep).count('<section class="wb-agent"') == len(senders), name
+
+
+# ---- the Analysis view ----
+def test_analysis_view_shows_the_figures_of_workbench_analyze(root):
+    from workbench.analysis.analyze import AnalyzeOptions, analyze_run
+
+    run = make_run(root, "demo/vote", limit=4)
+    v = Viewer(root)
+    before = v.analysis("demo/vote")
+    assert before["figures"] == {} and "workbench analyze" in before["notices"]
+    analyze_run(run, AnalyzeOptions(embed=False, png=False))
+    out = v.analysis("demo/vote")
+    assert {"diversity", "coverage", "credit", "agents_right"} <= set(out["figures"])
+    assert "4 episodes" in out["headline"]
+    (run / "analysis.json").write_text("{not json")
+    assert "cannot be read" in v.analysis("demo/vote")["notices"]
+    with pytest.raises(RunAccessError):
+        v.analysis("../outside")

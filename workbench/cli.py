@@ -5,6 +5,7 @@ workbench eval --task T --protocol P [...]      one run folder under runs/
 workbench compare --task T --protocols a,b,c    protocols on the same items at matched budgets
 workbench serve --model M [--port 8000]         the model as an OpenAI-compatible endpoint
 workbench app [--runs DIR] [--port 7860]        the viewer: live topologies and transcripts
+workbench analyze RUN [RUN ...]                 diversity, coverage, credit: analysis.json + figures
 """
 
 from __future__ import annotations
@@ -153,6 +154,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Diversity, coverage/identification, credit and more for run folders (workbench/analysis/analyze.py)."""
+    from workbench.analysis.analyze import AnalyzeOptions, analyze, summary_table
+
+    opts = AnalyzeOptions(
+        embed=not args.no_embed,
+        embed_model=args.embed_model,
+        replay_limit=args.replay,
+        rationale_limit=args.rationale,
+        max_exact=args.max_exact,
+        permutations=args.permutations,
+        png=not args.no_png,
+    )
+    backend = None
+    if args.replay > 0 or args.rationale > 0:
+        from workbench.models import load_backend
+
+        backend = load_backend(args.model, max_batch_size=args.max_batch_size)
+    result = analyze(args.runs, out=args.out or None, options=opts, backend=backend)
+    print(summary_table(result))
+    for a in result["runs"]:
+        cr = a.get("credit")
+        if cr:
+            shares = ", ".join(f"{p['agent']} {p['shapley']['mean']:+.3f}" for p in cr["per_agent"])
+            print(f"credit {a['protocol']}: {shares} ({cr['episodes']} episodes, {cr['evaluations']} values)")
+    for msg in result["problems"]:
+        print(f"workbench analyze: {msg}", file=sys.stderr)
+    where = f"; comparison in {result['comparison_dir']}" if "comparison_dir" in result else ""
+    print(f"\nwrote analysis.json and analysis.html into each run{where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="Multi-agent LLM collaboration workbench")
     sub = p.add_subparsers(dest="command", required=True)
@@ -260,6 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     a.set_defaults(func=cmd_app)
+
+    y = sub.add_parser("analyze", help="diversity, coverage/identification and credit of run folders")
+    y.add_argument("runs", nargs="+", help="run folders (several: also a comparison)")
+    y.add_argument("--out", default="", help="comparison folder (default: <common parent>/analysis)")
+    y.add_argument("--no-embed", action="store_true", help="skip semantic diversity (no embedding model)")
+    y.add_argument(
+        "--embed-model", default="bundled", help="bundled (offline all-MiniLM-L6-v2) | a sentence-transformers name"
+    )
+    y.add_argument(
+        "--replay", type=int, default=0, metavar="N",
+        help="credit by replaying the synthesiser (maestro, leader, moa) on N episodes per run with --model",
+    )  # fmt: skip
+    y.add_argument(
+        "--rationale", type=int, default=0, metavar="N", help="decision vs rationale on N maestro slates"
+    )
+    y.add_argument("--model", default="smollm2", help="model for --replay/--rationale (default: smollm2)")
+    y.add_argument("--max-batch-size", type=int, default=64, help="rows decoded together (default: 64)")
+    y.add_argument("--max-exact", type=int, default=5, help="exact Shapley up to this many agents (default: 5)")
+    y.add_argument("--permutations", type=int, default=64, help="sampled permutations beyond (default: 64)")
+    y.add_argument("--no-png", action="store_true", help="HTML figures only")
+    y.set_defaults(func=cmd_analyze)
     return p
 
 

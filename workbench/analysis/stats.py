@@ -1,4 +1,4 @@
-"""Statistics for reports: confidence intervals for accuracies."""
+"""Statistics for reports and analyses: confidence intervals, paired tests, seed aggregation."""
 
 from __future__ import annotations
 
@@ -56,3 +56,75 @@ def paired_outcomes(a: list[dict], b: list[dict]) -> dict:
         "neither": len(common) - both - only_a - only_b,
         "mcnemar_p": round(mcnemar_exact(only_a, only_b), 4),
     }
+
+
+# ---- bootstrap and seeds (the analysis module's statistics) ----
+def bootstrap_ci(
+    values: list[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (items resampled with replacement).
+
+        θ*_b = mean(x_{i_1..i_n}),  i ~ Uniform{1..n},  b = 1..B;  CI = [q_{α/2}(θ*), q_{1−α/2}(θ*)]
+
+    One value gives (v, v); none gives (nan, nan). Deterministic for a given ``seed``.
+    """
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    if n == 1:
+        return float(values[0]), float(values[0])
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def mean_ci(values: list[float], n_boot: int = 2000, seed: int = 0) -> dict:
+    """{"mean", "ci95", "n"} of a list of numbers (bootstrap CI); mean None when empty."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return {"mean": None, "ci95": [None, None], "n": 0}
+    lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+    return {"mean": sum(vals) / len(vals), "ci95": [lo, hi], "n": len(vals)}
+
+
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int = 5000, seed: int = 0) -> dict:
+    """Paired bootstrap of the mean difference a − b over the keys (items) both have.
+
+        d_i = a_i − b_i;  CI from resampling the d_i;  two-sided p = 2·min(P*(d̄* ≤ 0), P*(d̄* ≥ 0))
+
+    (the share of resampled mean differences on the other side of zero, doubled, capped at 1).
+    """
+    common = sorted(a.keys() & b.keys())
+    if not common:
+        return {"n_paired": 0, "mean_diff": None, "ci95": [None, None], "p": None}
+    import numpy as np
+
+    d = np.array([float(a[k]) - float(b[k]) for k in common])
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
+    if np.all(d == 0):
+        p = 1.0
+    return {
+        "n_paired": len(common),
+        "mean_diff": float(d.mean()),
+        "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+        "p": round(p, 4),
+    }
+
+
+def seed_aggregate(accuracies: list[float]) -> dict:
+    """Mean and sample standard deviation of one protocol's accuracy over seeds (runs on the same items).
+
+    mean = Σ a_s / S,  sd = sqrt(Σ (a_s − mean)² / (S − 1))   (sd None for one seed)
+    """
+    s = len(accuracies)
+    if s == 0:
+        return {"seeds": 0, "mean": None, "sd": None, "min": None, "max": None}
+    mean = sum(accuracies) / s
+    sd = math.sqrt(sum((x - mean) ** 2 for x in accuracies) / (s - 1)) if s > 1 else None
+    return {"seeds": s, "mean": mean, "sd": sd, "min": min(accuracies), "max": max(accuracies)}

@@ -29,6 +29,7 @@ from workbench.config import ConfigError
 from workbench.episode import EpisodeFormatError, validate
 
 RUN_FILES = ("episodes.jsonl", "config.yaml", "summary.json")
+ANALYSIS_FILE = "analysis.json"  # written by `workbench analyze`; read by the Analysis view
 RUNNING_WINDOW_S = 120.0  # a run without summary.json whose episodes file changed this recently is "running"
 MAX_DEPTH = 4  # how deep under the root run folders are looked for (demo runs nest one level)
 
@@ -108,9 +109,11 @@ class RunsRoot:
         return path
 
     def file(self, name: str, filename: str) -> Path:
-        """A run file (one of RUN_FILES), checked to lie under the root after resolving symlinks."""
-        if filename not in RUN_FILES:
-            raise RunAccessError(f"the viewer reads only {', '.join(RUN_FILES)}, not {filename!r}")
+        """A run file (one of RUN_FILES, or ANALYSIS_FILE), checked to lie under the root after resolving symlinks."""
+        if filename not in (*RUN_FILES, ANALYSIS_FILE):
+            raise RunAccessError(
+                f"the viewer reads only {', '.join((*RUN_FILES, ANALYSIS_FILE))}, not {filename!r}"
+            )
         path = (self.resolve(name) / filename).resolve()
         if not path.is_relative_to(self.root):
             raise RunAccessError(f"refused {name}/{filename}: it is a link to outside the runs root")

@@ -17,6 +17,7 @@ from workbench.viewer.compare import find_item, outcome_grid, summary_rows
 from workbench.viewer.figures import accuracy_figure, empty_figure, esc, topology_figure
 from workbench.viewer.html import counters_html, notices_html, transcript_html
 from workbench.viewer.store import (
+    ANALYSIS_FILE,
     EpisodeTail,
     RunAccessError,
     RunInfo,
@@ -201,6 +202,37 @@ class Viewer:
                 )
                 figs.append(topology_figure(ep, title=_escape_title(f"{name} · {verdict}")))
         return figs
+
+    # ---- analysis ----
+    def analysis(self, name: str) -> dict[str, Any]:
+        """The figures of the run's analysis.json (written by `workbench analyze`), the same ones
+        analysis.html holds, and notices; an info notice says how to make it when there is none."""
+        import json
+
+        from workbench.analysis.figures import run_figures
+
+        snap = self.snapshot(name)
+        path = self.root.file(snap.name, ANALYSIS_FILE)
+        if not path.is_file():
+            msg = f"No analysis yet for {snap.name}: run  workbench analyze {path.parent}  and refresh."
+            return {"figures": {}, "notices": notices_html([msg], "info"), "headline": ""}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            figures = run_figures(data)
+        except (ValueError, KeyError, TypeError) as e:
+            msg = f"{snap.name}/{ANALYSIS_FILE} cannot be read ({type(e).__name__}: {e}); run workbench analyze again"
+            return {"figures": {}, "notices": notices_html([msg], "error"), "headline": ""}
+        notes = [str(p) for p in data.get("problems") or []]
+        if snap.n != data.get("n"):
+            notes.append(
+                f"the analysis covers {data.get('n')} episodes; the run now has {snap.n}: analyse it again"
+            )
+        acc = (data.get("accuracy") or {}).get("mean")
+        head = f"{esc(data.get('protocol'))} on {esc(data.get('task'))}: {data.get('n')} episodes"
+        head += f", accuracy {acc:.3f}" if isinstance(acc, int | float) else ""
+        return {"figures": figures, "notices": notices_html(notes), "headline": head}
 
 
 def _escape_title(title: str | None) -> str | None:
