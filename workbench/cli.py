@@ -6,6 +6,7 @@ workbench compare --task T --protocols a,b,c    protocols on the same items at m
 workbench serve --model M [--port 8000]         the model as an OpenAI-compatible endpoint
 workbench app [--runs DIR] [--port 7860]        the viewer: live topologies and transcripts
 workbench analyze RUN [RUN ...]                 diversity, coverage, credit: analysis.json + figures
+workbench train --recipe R [--set k=v ...]      RL on the coordinating role (maestro|leader|conductor)
 """
 
 from __future__ import annotations
@@ -154,6 +155,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """RL training of a coordinating role (see workbench/rl/trainer.py)."""
+    from workbench.rl.config import TrainConfig
+    from workbench.rl.trainer import train
+
+    if args.resume:
+        if args.set or args.out:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop --set/--out")
+        result = train(resume=args.resume)
+    else:
+        overrides = parse_overrides(args.set or [])
+        if args.out:
+            overrides["out"] = args.out
+        result = train(TrainConfig.load(args.recipe, overrides), runs_root=args.runs)
+    s = result.summary
+    b, a, p = s["before"], s["after"], s["after_vs_before"]
+    print(
+        f"{s['recipe']} ({s['objective']}, {s['rollout']} rollouts, {s['steps']} steps) on {a['split']}, "
+        f"{a['n']} items, {a['generations_per_query']} generations/query:\n"
+        f"  before {b['accuracy']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]  "
+        f"after {a['accuracy']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]  "
+        f"(right only after: {p['only_a_right']}, only before: {p['only_b_right']}, McNemar p={p['mcnemar_p']})"
+    )
+    print(f"run folder: {result.run_dir}\nserve it:   {s['serve']}")
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Diversity, coverage/identification, credit and more for run folders (workbench/analysis/analyze.py)."""
     from workbench.analysis.analyze import AnalyzeOptions, analyze, summary_table
@@ -285,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--verbose", action="store_true", help="log every HTTP request")
     s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("train", help="RL training of the coordinating role (maestro | leader | conductor)")
+    t.add_argument("--recipe", default="maestro", help="maestro | leader | conductor | PATH.yaml (default: maestro)")
+    t.add_argument("--out", default="", help="run folder (default: runs/<time>-train-<recipe>)")
+    t.add_argument("--runs", default=None, help="root folder without --out (default: runs/ in the checkout)")
+    t.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument(
+        "--set",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="e.g. train.steps=20 train.objective=grpo train.lr=5e-5 task.limit=256 eval.limit=50",
+    )
+    t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("app", help="the viewer: live topologies and transcripts of runs (Gradio)")
     a.add_argument("--runs", default=None, help="runs root to show (default: runs/ in the checkout)")

@@ -212,12 +212,14 @@ def run_episodes(
     progress: bool = False,
     team: Team | None = None,
     budget: Budget | None = None,
+    context: type[EpisodeContext] = EpisodeContext,
 ) -> tuple[list[Episode], list[dict[str, str]], dict[str, Any]]:
     """Run a protocol over tasks with batching across episodes; no files. Returns (episodes, errors, batch stats).
 
     ``backend`` is one backend (the team's "default" model) or a dict of backends by model name;
     ``team`` defaults to the one-member team on "default". ``on_episode(episode)`` is called as
-    each episode ends (the run writer appends it there).
+    each episode ends (the run writer appends it there). ``context``: the EpisodeContext class
+    (training rollouts pass a subclass that also keeps the trained role's token ids).
     """
     task_list = tasks.tasks if isinstance(tasks, TaskSet) else tasks
     spec = PROTOCOLS[protocol.name]
@@ -235,7 +237,7 @@ def run_episodes(
 
     def job(i: int):
         async def go() -> Episode:
-            ctx = EpisodeContext(task_list[i], protocol.name, scheduler, seed=seed, index=i, budget=budget)
+            ctx = context(task_list[i], protocol.name, scheduler, seed=seed, index=i, budget=budget)
             return await play(spec.run, task_list[i], team, cfg, ctx)
 
         return go

@@ -1,0 +1,228 @@
+"""`workbench train`: recipes, the sampled-token log-probs, rollouts, checkpoints and resume after SIGKILL.
+
+The objectives themselves are tested against hand numbers and TRL in test_rl_objectives.py.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.config import ConfigError
+from workbench.models.base import Request, SamplingParams
+from workbench.rl.config import TrainConfig
+from workbench.rl.trainer import rollback
+
+# the smallest real run: one question per step, two samples, short completions, a 2-item dev set
+TINY = [
+    "task.limit=6",
+    "eval.limit=2",
+    "train.questions=1",
+    "train.group=2",
+    "train.max_tokens=16",
+    "pool.size=3",
+    "pool.max_tokens=48",
+    "pool.threshold=1.0",
+]
+
+
+def test_built_in_recipes_load_and_validate():
+    for recipe, role, objective in (
+        ("maestro", "central", "clpo"),
+        ("leader", "leader", "dr_grpo"),
+        ("conductor", "conductor", "grpo"),
+    ):
+        cfg = TrainConfig.load(recipe)
+        assert cfg.role == role and cfg.train.objective == objective and cfg.task.split == "train"
+        assert cfg.eval.split == "dev"
+    cfg = TrainConfig.load("maestro", ["train.objective=grpo", "train.steps=3", "protocol.rounds=1"])
+    assert cfg.train.steps == 3 and cfg.protocol.options["rounds"] == 1
+
+
+@pytest.mark.parametrize(
+    "recipe, overrides, message",
+    [
+        ("maestro", ["train.stepz=3"], "train.stepz"),
+        ("leader", ["train.objective=clpo"], "not available for recipe 'leader'"),
+        ("maestro", ["eval.split=test"], "never tune on the test split"),
+        ("maestro", ["train.rollout=online"], "clpo scores slates from the pool"),
+        ("maestro", ["protocol.nope=1"], "protocol.nope"),
+        ("maestro", ["train.temperature=0"], "needs sampled groups"),
+        ("maestro", ["lora.rank=0"], "lora.rank"),
+        ("maestro", ["colour=red"], "unknown top-level key"),
+    ],
+)
+def test_recipe_errors_name_the_key(recipe, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.load(recipe, overrides)
+    with pytest.raises(ConfigError, match="no recipe 'nope'"):
+        TrainConfig.load("nope")
+    with pytest.raises(ConfigError, match="online rollouts"):
+        TrainConfig.load("conductor", ["train.rollout=offline"])
+
+
+def test_rollback_moves_later_lines_aside_and_keeps_them(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "tor')
+    assert rollback(path, 2, lambda r: r["step"]) == 3  # steps 3, 4 and the torn line
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    aside = (tmp_path / "metrics.after-step-2.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in aside[:2]] == [3, 4] and aside[2].startswith('{"step": 5')
+
+
+@pytest.mark.slow
+def test_loss_logprobs_equal_the_sampling_logprobs(smollm2_fp32):
+    """The trainer's one-pass scores of sampled tokens equal the decode loop's log-probs (fp32)."""
+    from workbench.rl.policy import completion_logprobs
+
+    reqs = [
+        Request(
+            [{"role": "user", "content": q}],
+            SamplingParams(temperature=0.8, max_tokens=12, seed=s, logprobs=True),
+        )
+        for s, q in enumerate(["What is 2 + 3?", "Name a colour.", "Count to three."])
+    ]
+    gens = smollm2_fp32.generate(reqs)
+    with torch.no_grad():
+        scores = completion_logprobs(
+            smollm2_fp32.model,
+            [g.prompt_ids for g in gens],
+            [g.token_ids for g in gens],
+            temperature=0.8,
+            pad_id=smollm2_fp32.pad_id,
+            with_entropy=True,
+        )
+    for b, g in enumerate(gens):
+        n = len(g.token_ids)
+        assert scores.mask[b].sum() == n
+        assert torch.allclose(scores.logp[b, :n], torch.tensor(g.logprobs), atol=2e-3)
+        assert (scores.entropy[b, :n] >= 0).all()
+
+
+def _train(tmp_path, recipe, extra):
+    from workbench.rl.config import TrainConfig
+    from workbench.rl.trainer import train
+
+    cfg = TrainConfig.load(recipe, TINY + extra + [f"out={tmp_path / recipe}"])
+    return train(cfg, progress=False)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
+    result = _train(tmp_path, "maestro", ["train.steps=2", "protocol.rounds=1", "train.checkpoint_every=1"])
+    run = result.run_dir
+    for name in (
+        "config.yaml",
+        "pool.jsonl",
+        "metrics.jsonl",
+        "episodes.jsonl",
+        "evals.jsonl",
+        "summary.json",
+    ):
+        assert (run / name).exists(), name
+    metrics = _lines(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    for key in (
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "kl",
+        "entropy",
+        "completion_length",
+        "clip_ratio",
+        "grad_norm",
+        "lr",
+        "accuracy",
+        "coverage",
+        "identification",
+        "rank_loss",
+    ):
+        assert key in metrics[0], key
+    train_eps = [e for e in _lines(run / "episodes.jsonl") if "train_step" in e["meta"]]
+    assert train_eps and all("advantage" in e["meta"] for e in train_eps)
+    assert {e["meta"]["eval_step"] for e in _lines(run / "episodes.jsonl") if e["meta"].get("eval")} == {0, 2}
+    s = result.summary
+    assert s["before"]["step"] == 0 and s["after"]["step"] == 2 and "mcnemar_p" in s["after_vs_before"]
+    # the adapter serves like any model: BASE+ADAPTER
+    from workbench.models import load_backend
+
+    served = load_backend(f"smollm2+{run / 'adapter'}")
+    assert served.generate([Request([{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=4))])[
+        0
+    ].text
+
+
+@pytest.mark.slow
+def test_leader_offline_and_conductor_online_take_a_step(tmp_path):
+    leader = _train(tmp_path, "leader", ["train.steps=1", "protocol.rounds=1", "protocol.peers=2"])
+    assert _lines(leader.run_dir / "metrics.jsonl")[0]["samples"] == 2
+    conductor = _train(
+        tmp_path,
+        "conductor",
+        ["train.steps=1", "protocol.max_steps=2", "protocol.max_tokens=16", "train.max_tokens=96"],
+    )
+    row = _lines(conductor.run_dir / "metrics.jsonl")[0]
+    assert row["samples"] >= 2 and 0 <= row["format_failure_rate"] <= 1
+    eps = [e for e in _lines(conductor.run_dir / "episodes.jsonl") if "train_step" in e["meta"]]
+    assert eps and all(e["reward"] in (0.0, 0.5, 1.0) for e in eps)  # the Conductor's reward
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_and_loses_nothing(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--recipe",
+        "maestro",
+        "--out",
+        str(out),
+        "--set",
+        *TINY,
+        "train.steps=3",
+        "train.checkpoint_every=1",
+        "train.objective=grpo",
+        "protocol.rounds=1",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "checkpoints" / "step-000001").exists():
+        time.sleep(0.5)
+        assert proc.poll() is None, "training ended before its first checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {
+        e["episode_id"] + str(e["meta"].get("train_step"))
+        for e in _lines(out / "episodes.jsonl")
+        if e["meta"].get("train_step") == 1
+    }
+    assert before  # step 1's episodes were on disk when it died
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench", "train", "--resume", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = _lines(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]  # each step exactly once
+    eps = _lines(out / "episodes.jsonl")
+    assert before <= {e["episode_id"] + str(e["meta"].get("train_step")) for e in eps}
+    assert sorted({e["meta"]["train_step"] for e in eps if "train_step" in e["meta"]}) == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["after"]["step"] == 3

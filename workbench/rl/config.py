@@ -1,0 +1,169 @@
+"""Training configuration: a recipe (YAML) plus ``--set`` overrides → one frozen, validated TrainConfig.
+
+    cfg = TrainConfig.load("maestro", ["train.steps=20", "train.objective=grpo"])
+
+Recipes live in ``workbench/rl/recipes/<name>.yaml``; ``--recipe PATH.yaml`` loads any file.
+Unknown keys and bad values raise ConfigError naming the key (the strict loader of
+workbench/config.py), so a typo never trains silently with a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.config import ConfigError, from_dict, merge, parse_overrides
+from workbench.evaluate import ModelConfig, ProtocolConfig
+from workbench.rl.policy import LoraSettings
+from workbench.tasks import TaskConfig
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+ROLES = {"maestro": "central", "leader": "leader", "conductor": "conductor"}  # recipe -> trained role
+OBJECTIVES = {
+    "maestro": ("clpo", "grpo", "sft"),
+    "leader": ("dr_grpo", "grpo"),
+    "conductor": ("grpo", "dr_grpo"),
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    objective: str = "grpo"  # see OBJECTIVES for each recipe
+    rollout: str = (
+        "offline"  # offline: pooled answers in the trained role's prompt | online: the protocol runs
+    )
+    steps: int = 40
+    questions: int = 8  # questions per step
+    group: int = 8  # samples of the trained role per question (the GRPO group)
+    temperature: float = 1.0  # the trained role's sampling temperature during training
+    max_tokens: int = 96  # the trained role's completion cap during training
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 2
+    schedule: str = "cosine"  # cosine | constant (after warmup)
+    max_grad_norm: float = 1.0
+    micro_batch: int = 16  # sequences per backward pass; gradients accumulate over a step
+    epsilon: float = 0.2  # PPO clip range (both sides)
+    beta: float = 0.0  # KL to the base model (k3); 0 skips the reference forward pass
+    # CLPO's weights (METHODS.md §1; the paper's values are not public): L = w_dec·L_dec + w_rank·L_rank + β·KL − w_ent·H
+    w_dec: float = 1.0
+    w_rank: float = 0.5
+    w_ent: float = 0.0
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # steps between dev evaluations (0: only before and after training)
+    seed: int = 0
+    use_unsloth: bool = False  # CUDA: Unsloth's FastLanguageModel instead of transformers + peft
+
+    def __post_init__(self) -> None:
+        if self.rollout not in ("offline", "online"):
+            raise ConfigError(f"train.rollout must be 'offline' or 'online', got '{self.rollout}'")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got '{self.schedule}'")
+        for name in ("steps", "questions", "group", "max_tokens", "micro_batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ConfigError("train.temperature must be > 0: GRPO needs sampled groups")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The offline pool of frozen-agent answers (MLPO trains on one; Maestro's slates are drawn from one)."""
+
+    size: int = 8  # answers per question
+    temperature: float = 0.7
+    max_tokens: int = 256
+    threshold: float = 0.75  # drop questions whose pooled accuracy is >= this (MLPO; 1.0 keeps all)
+    path: str = ""  # reuse a pool.jsonl built before (same task items); empty: build into the run
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    split: str = "dev"  # never test: tuning decisions are made on these numbers
+    limit: int = 64
+    max_in_flight: int = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "maestro"
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(split="train", limit=256))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)  # where the trained role plays
+    train: TrainSettings = field(default_factory=TrainSettings)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    out: str = ""
+
+    def __post_init__(self) -> None:
+        if self.recipe not in ROLES:
+            raise ConfigError(f"unknown recipe '{self.recipe}'; available: {', '.join(ROLES)}")
+        if self.protocol.name != self.recipe:
+            raise ConfigError(
+                f"recipe '{self.recipe}' trains a role of protocol '{self.recipe}', not '{self.protocol.name}'"
+            )
+        if self.train.objective not in OBJECTIVES[self.recipe]:
+            raise ConfigError(
+                f"train.objective '{self.train.objective}' is not available for recipe '{self.recipe}'; "
+                f"choose one of {', '.join(OBJECTIVES[self.recipe])}"
+            )
+        if self.recipe == "conductor" and self.train.rollout != "online":
+            raise ConfigError(
+                "recipe 'conductor' trains on online rollouts (workers execute each plan): "
+                "set train.rollout=online"
+            )
+        if self.train.objective == "clpo" and self.train.rollout != "offline":
+            raise ConfigError("train.objective=clpo scores slates from the pool: set train.rollout=offline")
+        if self.eval.split == "test":
+            raise ConfigError("eval.split=test: never tune on the test split; use dev (or train)")
+
+    @property
+    def role(self) -> str:
+        return ROLES[self.recipe]
+
+    @classmethod
+    def load(cls, recipe: str, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+        """A recipe name (``maestro``) or a YAML path, then ``--set``-style overrides."""
+        path = Path(recipe)
+        if path.suffix not in (".yaml", ".yml"):
+            path = RECIPES_DIR / f"{recipe}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+            raise ConfigError(f"no recipe '{recipe}' (built in: {known}; or give a path to a .yaml file)")
+        data = yaml.safe_load(path.read_text()) or {}
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+        return cls.build(merge(data, extra))
+
+    @classmethod
+    def build(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        sections = {
+            "task": lambda d: TaskConfig.from_flat({"split": "train", **d}),
+            "protocol": ProtocolConfig.from_flat,
+            "model": lambda d: from_dict(ModelConfig, d, prefix="model."),
+            "lora": lambda d: from_dict(LoraSettings, d, prefix="lora."),
+            "train": lambda d: from_dict(TrainSettings, d, prefix="train."),
+            "pool": lambda d: from_dict(PoolSettings, d, prefix="pool."),
+            "eval": lambda d: from_dict(EvalSettings, d, prefix="eval."),
+        }
+        built = {}
+        for name, make in sections.items():
+            value = data.pop(name, {}) or {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{name}' is a section; set its keys, e.g. --set {name}.KEY=VALUE")
+            if name == "protocol":
+                value = {"name": data.get("recipe", "maestro"), **value}
+            built[name] = make(value)
+        unknown = set(data) - {"recipe", "out"}
+        if unknown:
+            raise ConfigError(
+                f"unknown top-level key(s) {', '.join(sorted(unknown))}; sections: {', '.join(sections)}"
+            )
+        return cls(recipe=data.get("recipe", "maestro"), out=str(data.get("out", "")), **built)

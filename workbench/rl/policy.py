@@ -1,0 +1,230 @@
+"""The trained policy: a base model with a LoRA adapter, served for rollouts and scored for the loss.
+
+One model in memory plays every role. ``PolicyBackends.policy`` samples with the adapter (the
+trained role); ``PolicyBackends.frozen`` samples with the adapter switched off, i.e. the base
+model, for the frozen roles (peers, explorers, workers). Both are ordinary backends, so rollouts
+are ordinary protocol episodes.
+
+CPU: ``transformers`` + ``peft`` (bf16 where the CPU has it). GPU: Unsloth's
+``FastLanguageModel`` (imported lazily and first, as Unsloth requires) when ``use_unsloth`` is
+set; the loss code below is the same on both.
+
+Log-probabilities for the loss are computed for the sampled tokens only: the decoder's hidden
+states are gathered at the completion positions and only those rows go through the LM head, in
+chunks, as ``logit[token] - logsumexp(logits)``; the full-vocabulary log-softmax is never
+materialised for every position (in fp32 it dominated memory here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from workbench.config import ConfigError
+from workbench.models.base import Generation, Request
+from workbench.models.hf import HFBackend
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    # attention and MLP projections of Llama/Qwen/SmolLM-style decoders
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.alpha <= 0:
+            raise ConfigError(f"lora.rank must be >= 1 and lora.alpha > 0, got {self.rank}, {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+class FrozenBackend:
+    """The base model behind a peft model: generation with the adapter disabled."""
+
+    def __init__(self, policy: HFBackend):
+        self.policy = policy
+        self.name = f"{policy.name} (frozen base)"
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        with self.policy.model.disable_adapter():
+            return self.policy.generate(requests)
+
+
+@dataclass
+class PolicyBackends:
+    policy: HFBackend  # the adapter on: the trained role
+    frozen: FrozenBackend  # the adapter off: every other role
+
+    @property
+    def model(self):
+        return self.policy.model
+
+    @property
+    def tokenizer(self):
+        return self.policy.tokenizer
+
+
+def load_policy(
+    base: str,
+    lora: LoraSettings,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    max_batch_size: int = 64,
+    adapter: str | None = None,
+    use_unsloth: bool = False,
+    max_seq_length: int = 2048,
+) -> PolicyBackends:
+    """Load ``base`` and attach a trainable LoRA adapter (a fresh one, or ``adapter`` to continue).
+
+    ``use_unsloth`` (CUDA only): Unsloth's ``FastLanguageModel.from_pretrained`` +
+    ``get_peft_model`` instead of transformers + peft.
+    """
+    if use_unsloth:
+        return _load_unsloth(base, lora, dtype, max_batch_size, adapter, max_seq_length)
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from workbench.models.loading import load_hf_backend
+
+    backend = load_hf_backend(base, dtype=dtype, device=device, max_batch_size=max_batch_size)
+    model = backend.model
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        config = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    policy = HFBackend(model, backend.tokenizer, name=f"{base}+lora", max_batch_size=max_batch_size)
+    return PolicyBackends(policy, FrozenBackend(policy))
+
+
+def _load_unsloth(base, lora, dtype, max_batch_size, adapter, max_seq_length) -> PolicyBackends:
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "train.use_unsloth needs a CUDA GPU (Unsloth's kernels are CUDA-only); on CPU leave it "
+            "false: the same loop runs with transformers + peft"
+        )
+    try:
+        import unsloth  # noqa: F401  (must be imported before transformers/peft patch targets load)
+        from unsloth import FastLanguageModel
+    except ImportError as e:
+        raise ConfigError(f"train.use_unsloth: Unsloth is not installed ({e}); pip install unsloth") from e
+    from workbench.models.loading import resolve_dtype
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=adapter or base,
+        max_seq_length=max_seq_length,
+        dtype=resolve_dtype(dtype, "cuda"),
+        load_in_4bit=False,
+    )
+    if not adapter:
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            use_gradient_checkpointing="unsloth",
+        )
+    policy = HFBackend(model, tokenizer, name=f"{base}+lora (unsloth)", max_batch_size=max_batch_size)
+    return PolicyBackends(policy, FrozenBackend(policy))
+
+
+def _decoder_and_head(model):
+    """The decoder stack (returns hidden states) and the LM head of a (peft-wrapped) causal LM."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.model, inner.lm_head
+
+
+@dataclass
+class TokenScores:
+    """Per-token scores of completions, right-padded to (B, T)."""
+
+    logp: torch.Tensor  # log-prob of each completion token (differentiable when grad is on)
+    mask: torch.Tensor  # 1 on real completion tokens
+    entropy: torch.Tensor | None  # exact entropy of the next-token distribution there (detached unless asked)
+
+
+def completion_logprobs(
+    model,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    *,
+    temperature: float = 1.0,
+    pad_id: int = 0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+    chunk_tokens: int = 1024,
+) -> TokenScores:
+    """Log-probs (at ``temperature``) of each completion token given its prompt, one forward pass.
+
+    Sequences are right-padded into one batch; the decoder runs once; only the hidden states at
+    the positions that predict completion tokens go through the LM head, ``chunk_tokens`` rows
+    at a time: memory ~ chunk_tokens × vocabulary, not batch × length × vocabulary.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    device = next(model.parameters()).device
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        ids[b, : len(p) + len(c)] = torch.tensor(p + c)
+        attn[b, : len(p) + len(c)] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    decoder, head = _decoder_and_head(model)
+    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, W, H)
+    # position t predicts token t+1: completion token j of row b is predicted at len(p)+j-1
+    rows = [b for b, c in enumerate(completions) for _ in c]
+    cols = [len(p) - 1 + j for p, c in zip(prompts, completions, strict=True) for j in range(len(c))]
+    targets = torch.tensor([t for c in completions for t in c], device=device)
+    h = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # (N, H)
+    logps, ents = [], []
+    for s in range(0, len(rows), chunk_tokens):
+        logits = head(h[s : s + chunk_tokens]).float() / temperature  # (n, V)
+        lse = torch.logsumexp(logits, dim=-1)
+        logps.append(logits.gather(1, targets[s : s + chunk_tokens, None]).squeeze(1) - lse)
+        if with_entropy:
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                p = torch.softmax(logits, dim=-1)
+                ents.append(lse - (p * logits).sum(-1))
+    flat = torch.cat(logps) if logps else torch.zeros(0, device=device)
+    T = max((len(c) for c in completions), default=0)
+    logp = torch.zeros((len(completions), max(T, 1)), device=device)
+    mask = torch.zeros_like(logp)
+    r = torch.tensor(rows, device=device, dtype=torch.long)
+    j = torch.tensor([j for c in completions for j in range(len(c))], device=device, dtype=torch.long)
+    if len(rows):
+        logp = logp.index_put((r, j), flat)
+        mask[r, j] = 1.0
+    entropy = None
+    if with_entropy:
+        entropy = torch.zeros_like(mask)
+        if len(rows):
+            entropy = entropy.index_put((r, j), torch.cat(ents))
+    return TokenScores(logp, mask, entropy)
+
+
+@contextlib.contextmanager
+def adapter_disabled(model):
+    """The reference policy (for KL): the base model, adapter off, no gradients."""
+    with model.disable_adapter(), torch.no_grad():
+        yield

@@ -1,0 +1,108 @@
+"""Reading a training run back: metrics, learning curves (plotly), the before/after table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CURVES = (
+    ("reward", "reward (mean over samples)"),
+    ("accuracy", "trained role right"),
+    ("identification", "identification q (maestro)"),
+    ("format_failure_rate", "format failures"),
+    ("frac_reward_zero_std", "groups with zero reward std"),
+    ("entropy", "entropy (nats/token)"),
+    ("completion_length", "completion tokens"),
+    ("grad_norm", "grad norm (before clipping)"),
+)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as a list of rows (a torn last line is skipped)."""
+    rows = []
+    path = Path(run_dir) / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def read_evals(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "evals.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def curves_figure(run_dir: str | Path, smooth: int = 5):
+    """Learning curves: one panel per metric (raw steps faint, a moving average bold), plus the
+    dev-split accuracy of each evaluation with its 95% CI."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = read_metrics(run_dir)
+    panels = [(k, t) for k, t in CURVES if any(r.get(k) is not None for r in rows)]
+    evals = read_evals(run_dir)
+    titles = [t for _, t in panels] + (["dev accuracy (protocol, fixed budget)"] if evals else [])
+    cols = 3
+    nrows = max(1, -(-len(titles) // cols))
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=titles)
+    for i, (key, _) in enumerate(panels):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        avg = [
+            sum(ys[max(0, j - smooth + 1) : j + 1]) / len(ys[max(0, j - smooth + 1) : j + 1])
+            for j in range(len(ys))
+        ]
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines", line=dict(width=1, color="#9bb"), showlegend=False), r, c
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=avg, mode="lines", line=dict(width=2.5, color="#136"), name=key, showlegend=False
+            ),
+            r,
+            c,
+        )
+    if evals:
+        i = len(panels)
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(
+            go.Scatter(
+                x=[e["step"] for e in evals],
+                y=[e["accuracy"] for e in evals],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[e["ci95"][1] - e["accuracy"] for e in evals],
+                    arrayminus=[e["accuracy"] - e["ci95"][0] for e in evals],
+                ),
+                mode="lines+markers",
+                line=dict(color="#c40"),
+                showlegend=False,
+            ),
+            r,
+            c,
+        )
+    fig.update_layout(height=260 * nrows, margin=dict(l=40, r=20, t=50, b=30), title=str(Path(run_dir).name))
+    return fig
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The before/after table of a finished run, with the paired test."""
+    b, a, p = summary["before"], summary["after"], summary["after_vs_before"]
+    lines = [
+        f"{summary['recipe']}: {summary['objective']}, {summary['rollout']} rollouts, {summary['steps']} steps",
+        f"dev split, {a['n']} items, {a['generations_per_query']} generations/query, "
+        f"~{a['tokens_per_query']:.0f} tokens/query (same protocol and budget before and after)",
+        "",
+        "          accuracy   95% CI            format failures",
+        f"before    {b['accuracy']:.3f}      [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]    {b['format_failures']}",
+        f"after     {a['accuracy']:.3f}      [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]    {a['format_failures']}",
+        "",
+        f"paired: right only after {p['only_a_right']}, only before {p['only_b_right']}, "
+        f"both {p['both_right']}, neither {p['neither']}; exact McNemar p = {p['mcnemar_p']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,380 @@
+"""Rollouts: the trained role's samples, with token ids, sampling log-probs and rewards.
+
+Two ways to get them (``train.rollout``):
+
+* **offline** (MLPO's setting; also how the Maestro central agent is trained here): a pool of
+  frozen-agent answers per question is built once (``build_pool``, stored as ``pool.jsonl`` and
+  reusable). Each step draws, per question, the answers the trained role sees (the leader's K
+  peer answers, the central agent's slate of N·K candidates) and samples the trained role
+  ``group`` times on that one prompt (one GRPO group). The reward needs no other model call:
+  the pool says which answers are right.
+* **online**: the whole protocol runs (``run_episodes``) with the trained role on the policy
+  (adapter on) and every other role frozen (adapter off); each question is played ``group``
+  times with different sampling seeds. Every generation of the trained role in an episode gets
+  that episode's reward (the Conductor's 0 / 0.5 / 1; correctness otherwise). This is the
+  interactive variant the MLPO reviewers asked for, and the only way to train the Conductor,
+  whose plans must be executed to be scored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from workbench.models.base import Generation, Request, SamplingParams
+from workbench.prompts import LEADER_SYNTHESISE, MAESTRO_SELECT, numbered, question_messages, shared_text
+from workbench.protocols import EpisodeContext, Member, Team
+from workbench.protocols.base import ANSWER_NODE, TASK_NODE, derive_seed
+from workbench.protocols.leader import leader_answer
+from workbench.protocols.maestro import parse_choice
+from workbench.tasks import Task
+
+
+# ---------------------------------------------------------------- the offline pool
+@dataclass
+class PoolEntry:
+    task_id: str
+    answers: list[dict[str, Any]]  # {"text", "extracted", "correct"}
+
+    @property
+    def accuracy(self) -> float:
+        return sum(a["correct"] for a in self.answers) / len(self.answers) if self.answers else 0.0
+
+
+def build_pool(
+    tasks: list[Task],
+    backend,
+    size: int,
+    temperature: float,
+    max_tokens: int,
+    seed: int,
+    path: Path,
+    progress: bool = True,
+    chunk: int = 32,
+) -> dict[str, PoolEntry]:
+    """Sample ``size`` answers per question from the frozen model; append them to ``path`` (JSONL).
+
+    Questions already in ``path`` are kept and not sampled again, so an interrupted build resumes.
+    """
+    pool = read_pool(path)
+    todo = [t for t in tasks if t.id not in pool]
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="pool", unit="q")
+    with open(path, "a", encoding="utf-8") as f:
+        for s in range(0, len(todo), chunk):
+            part = todo[s : s + chunk]
+            sampling = [
+                SamplingParams(
+                    temperature=temperature,
+                    top_p=0.95,
+                    max_tokens=max_tokens,
+                    n=size,
+                    seed=derive_seed(seed, t.id, "pool"),
+                )
+                for t in part
+            ]
+            gens = backend.generate(
+                [
+                    Request(question_messages(t.prompt, t.verifier), sp)
+                    for t, sp in zip(part, sampling, strict=True)
+                ]
+            )
+            for i, t in enumerate(part):
+                answers = []
+                for g in gens[i * size : (i + 1) * size]:
+                    ext = t.extract(g.text)
+                    answers.append(
+                        {"text": g.text, "extracted": ext, "correct": ext is not None and t.is_correct(ext)}
+                    )
+                pool[t.id] = PoolEntry(t.id, answers)
+                f.write(json.dumps({"task_id": t.id, "answers": answers}) + "\n")
+            f.flush()
+            if bar is not None:
+                bar.update(len(part))
+    if bar is not None:
+        bar.close()
+    return pool
+
+
+def read_pool(path: Path) -> dict[str, PoolEntry]:
+    """A pool file's entries by task id (a torn last line, from a killed build, is skipped)."""
+    pool: dict[str, PoolEntry] = {}
+    if not Path(path).exists():
+        return pool
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            d = json.loads(line)
+            pool[d["task_id"]] = PoolEntry(d["task_id"], list(d["answers"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return pool
+
+
+# ---------------------------------------------------------------- samples
+@dataclass
+class Sample:
+    """One completion of the trained role, and everything the loss and the episode log need."""
+
+    group: int  # GRPO group: samples of the same prompt
+    task: Task
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    sample_logprobs: list[float] | None
+    text: str
+    reward: float
+    correct: bool
+    format_failure: bool
+    episode: Any = None  # the Episode this sample belongs to (online) or was recorded as (offline)
+    decision_tokens: int | None = None  # maestro: completion tokens up to </choice> (CLPO's decision span)
+    info: dict[str, Any] = field(default_factory=dict)
+    shown: list[str] = field(default_factory=list)  # offline: the pooled answers in the prompt
+
+
+@dataclass
+class Slate:
+    """CLPO's listwise data for one question: a justification per candidate, conditioned on endorsing it."""
+
+    group: int
+    prompt_ids: list[list[int]]  # per candidate: chat prompt + "<choice>k</choice><why>"
+    rationale_ids: list[list[int]]  # per candidate: the sampled justification tokens
+    rewards: list[float]  # per candidate: 1 if the candidate is correct
+
+
+def _decision_span(tokenizer, ids: list[int]) -> int | None:
+    """How many leading completion tokens make up ``...</choice>`` (None: never closed)."""
+    for n in range(1, len(ids) + 1):
+        if "</choice>" in tokenizer.decode(ids[:n], skip_special_tokens=True):
+            return n
+    return None
+
+
+def offline_samples(
+    recipe: str,
+    tasks: list[Task],
+    pool: dict[str, PoolEntry],
+    policy,
+    protocol_cfg,
+    train,
+    step: int,
+    with_slates: bool = False,
+) -> tuple[list[Sample], list[Slate]]:
+    """Sample the trained role ``train.group`` times per question on prompts built from the pool."""
+    rng = random.Random(derive_seed(train.seed, step, "offline"))
+    prompts, shown = [], []
+    for task in tasks:
+        answers = pool[task.id].answers
+        if recipe == "maestro":
+            m = protocol_cfg.explorers * protocol_cfg.samples
+            slate = [answers[i] for i in rng.sample(range(len(answers)), min(m, len(answers)))]
+            text = MAESTRO_SELECT.format(
+                question=task.prompt, m=len(slate), slate=numbered([a["text"] for a in slate], "Candidate")
+            )
+        else:  # leader
+            k = min(protocol_cfg.peers, len(answers))
+            slate = [answers[i] for i in rng.sample(range(len(answers)), k)]
+            listing = numbered([shared_text(a["text"], a["extracted"], protocol_cfg.share) for a in slate])
+            text = LEADER_SYNTHESISE.format(answers=listing, question=task.prompt)
+        shown.append(slate)
+        sp = SamplingParams(
+            temperature=train.temperature,
+            max_tokens=train.max_tokens,
+            n=train.group,
+            seed=derive_seed(train.seed, step, task.id),
+            logprobs=True,
+        )
+        system = getattr(protocol_cfg, "system", "") or None
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}
+        ]
+        prompts.append((policy.encode_chat(messages), sp))
+    gens = policy.generate_from_ids(prompts)
+    samples = []
+    for q, task in enumerate(tasks):
+        slate = shown[q]
+        for g in gens[q * train.group : (q + 1) * train.group]:
+            samples.append(_score_offline(recipe, q, task, slate, g, policy.tokenizer, protocol_cfg))
+    slates = _rationales(tasks, shown, prompts, policy, train, step) if with_slates else []
+    return samples, slates
+
+
+def _score_offline(recipe, q, task, slate, g: Generation, tokenizer, protocol_cfg) -> Sample:
+    if recipe == "maestro":
+        pick, how = parse_choice(g.text, len(slate))
+        correct = pick is not None and bool(slate[pick]["correct"])
+        answer = slate[pick]["extracted"] if pick is not None else None
+        info = {
+            "pick": pick,
+            "parse": how,
+            "coverage": any(a["correct"] for a in slate),
+            "slate_correct": [bool(a["correct"]) for a in slate],
+            "answer": answer,
+        }
+        fmt = pick is None
+        span = _decision_span(tokenizer, g.token_ids)
+    else:
+        answer, tagged = leader_answer(g.text, task, strict=True)
+        correct = answer is not None and task.is_correct(answer)
+        peers = [bool(a["correct"]) for a in slate]
+        info = {"answer": answer, "tagged": tagged, "peers_right": sum(peers), "peers": len(peers)}
+        fmt, span = answer is None, None
+    return Sample(
+        q,
+        task,
+        list(g.prompt_ids),
+        list(g.token_ids),
+        g.logprobs,
+        g.text,
+        float(correct),
+        correct,
+        fmt,
+        decision_tokens=span,
+        info=info,
+        shown=[a["text"] for a in slate],
+    )
+
+
+def _rationales(tasks, shown, prompts, policy, train, step) -> list[Slate]:
+    """Per question and candidate k: the justification the policy writes after ``<choice>k</choice><why>``."""
+    tok = policy.tokenizer
+    requests, index = [], []
+    for q, slate in enumerate(shown):
+        chat_ids = prompts[q][0]
+        for k in range(len(slate)):
+            prefix = tok(f"<choice>{k + 1}</choice><why>", add_special_tokens=False)["input_ids"]
+            sp = SamplingParams(
+                temperature=train.temperature,
+                max_tokens=min(48, train.max_tokens),
+                stop=("</why>",),
+                seed=derive_seed(train.seed, step, q, k, "why"),
+            )
+            requests.append((chat_ids + prefix, sp))
+            index.append((q, k))
+    gens = policy.generate_from_ids(requests)
+    slates = []
+    for q, slate in enumerate(shown):
+        rows = [i for i, (qq, _) in enumerate(index) if qq == q]
+        slates.append(
+            Slate(
+                q,
+                [requests[i][0] for i in rows],
+                [list(gens[i].token_ids) or [tok.eos_token_id] for i in rows],
+                [float(a["correct"]) for a in slate],
+            )
+        )
+    return slates
+
+
+def offline_episode(recipe: str, role: str, sample: Sample, step: int):
+    """A training sample as an Episode (for the run's episodes.jsonl and the live viewer)."""
+    ctx = EpisodeContext(sample.task, recipe, scheduler=None, seed=step, index=sample.group)
+    peer_role = "explorer" if recipe == "maestro" else "peer"
+    senders = []
+    for i, text in enumerate(sample.shown):
+        node = f"{peer_role}-{i}"
+        ctx.add_node(node, peer_role)
+        ctx.add_edge(TASK_NODE, node, 0)
+        msg = ctx.message(node, (role,), peer_role, text, 0)
+        msg.extracted = sample.task.extract(text)
+        senders.append(node)
+    ctx.add_node(role, role)
+    msg = ctx.message(role, (ANSWER_NODE,), role, sample.text, 0)
+    msg.extracted = sample.info.get("answer")
+    return ctx.finish(
+        sample.info.get("answer"),
+        train_step=step,
+        rollout="offline",
+        **{k: v for k, v in sample.info.items() if k != "answer"},
+    )
+
+
+# ---------------------------------------------------------------- online
+class TracingContext(EpisodeContext):
+    """An EpisodeContext that also keeps the policy backend's generations (token ids, log-probs)."""
+
+    traces: dict[str, list[Generation]]  # episode_id -> the trained role's generations, in order
+
+    async def generate(self, calls):
+        gens = await super().generate(calls)
+        for call, gen in zip(calls, gens, strict=True):
+            if call.agent.backend == "policy" and gen.finish_reason != "error":
+                self.traces.setdefault(self.episode.episode_id, []).append(gen)
+        return gens
+
+
+class WithLogprobs:
+    """The policy backend, asked for sampling log-probs on every request (rollouts need them)."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        return self.inner.generate(
+            [replace(r, sampling=replace(r.sampling, logprobs=True)) for r in requests]
+        )
+
+
+def trainee_team(temperature: float | None = None) -> Team:
+    """The default member (frozen base) plus ``trainee``, served by the policy backend."""
+    return Team((Member("default"), Member("trainee", backend="policy", temperature=temperature)))
+
+
+def trainee_options(recipe: str, role: str, max_tokens: int | None = None) -> dict[str, Any]:
+    """Protocol options that bind the trained role to the ``trainee`` member."""
+    opts: dict[str, Any] = {f"{role}_member": "trainee"}
+    if max_tokens is not None:
+        opts[f"{role}_max_tokens"] = max_tokens
+    return opts
+
+
+def online_samples(recipe, role, tasks, backends, protocol, train, step) -> tuple[list[Sample], list[dict]]:
+    """Play each question ``train.group`` times with the trained role on the policy.
+
+    Returns the samples and the episodes that failed (each ``{"task_id", "error"}``: counted in
+    the step's metrics, never fatal)."""
+    from workbench.evaluate import run_episodes
+
+    copies = [replace(t, id=f"{t.id}~g{j}") for t in tasks for j in range(train.group)]
+    traces: dict[str, list[Generation]] = {}
+    context = type("Tracing", (TracingContext,), {"traces": traces})
+    episodes, errors, _ = run_episodes(
+        copies,
+        protocol,
+        {"default": backends.frozen, "policy": WithLogprobs(backends.policy)},
+        seed=derive_seed(train.seed, step, "online") % (2**31),
+        team=trainee_team(train.temperature),
+        context=context,
+    )
+    by_id = {t.id: q for q, t in enumerate(tasks)}
+    samples = []
+    for ep in episodes:
+        q = by_id[ep.task_id.rsplit("~g", 1)[0]]
+        if recipe == "conductor":
+            from workbench.rl.objectives import conductor_reward
+
+            reward = conductor_reward(parsed=not ep.format_failure, correct=ep.correct)
+        else:
+            reward = float(ep.correct)
+        ep.reward = reward
+        ep.meta.update(train_step=step, rollout="online")
+        for g in traces.get(ep.episode_id, []):
+            samples.append(
+                Sample(
+                    q,
+                    tasks[q],
+                    list(g.prompt_ids),
+                    list(g.token_ids),
+                    g.logprobs,
+                    g.text,
+                    reward,
+                    ep.correct,
+                    ep.format_failure,
+                    episode=ep,
+                )
+            )
+    return samples, errors

@@ -1,0 +1,534 @@
+"""The training loop: sample with the current adapter → score → advantages → loss → step → checkpoint.
+
+    result = train(TrainConfig.load("maestro", ["train.steps=20"]))
+
+What a run folder holds (``runs/<time>-train-<recipe>/``)::
+
+    config.yaml        the resolved TrainConfig
+    pool.jsonl         offline rollouts: the frozen agents' answers (reusable: pool.path)
+    metrics.jsonl      one line per step: reward, reward_std, frac_reward_zero_std, kl, entropy,
+                       completion_length, clip_ratio, grad_norm, lr, accuracy, format_failure_rate,
+                       and per recipe coverage/identification (maestro)
+    episodes.jsonl     the training episodes, with meta.train_step and meta.advantage (the viewer
+                       shows them live), then the dev evaluations' episodes (meta.eval)
+    evals.jsonl        dev-split evaluations at a fixed protocol budget: before, every
+                       eval_every steps, after
+    checkpoints/       adapter + optimiser + scheduler + RNG + cursor, atomically (see checkpoint.py)
+    adapter/           the final adapter: workbench serve --model BASE+runs/.../adapter
+    summary.json       before/after accuracy with CIs and the paired McNemar test
+
+Resume (``train(..., resume=RUN_DIR)`` / ``workbench train --resume RUN_DIR``) restores the latest
+checkpoint and continues the same run; metric and episode lines written after that checkpoint
+(by the steps that are redone) are moved to ``*.after-step-N.jsonl``, never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from workbench.analysis.stats import paired_outcomes, wilson_ci
+from workbench.config import ConfigError, to_dict
+from workbench.evaluate import ProtocolConfig, run_episodes
+from workbench.rl import objectives as obj
+from workbench.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from workbench.rl.config import TrainConfig
+from workbench.rl.policy import PolicyBackends, adapter_disabled, completion_logprobs, load_policy
+from workbench.rl.rollouts import (
+    Sample,
+    Slate,
+    build_pool,
+    offline_episode,
+    offline_samples,
+    online_samples,
+    read_pool,
+    trainee_options,
+    trainee_team,
+)
+from workbench.runs import RunDirError, default_root
+from workbench.tasks import load_tasks
+
+
+# ---------------------------------------------------------------- append-only logs
+class JsonlLog:
+    """An append-only JSONL file, flushed and fsynced per line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8")
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def rollback(path: Path, step: int, step_of) -> int:
+    """Move the lines of ``path`` whose step is > ``step`` to ``<path>.after-step-<step>.jsonl``.
+
+    ``step_of(row)`` gives a line's step (None keeps it). A torn last line is moved too. Returns
+    how many lines were moved.
+    """
+    if not path.exists():
+        return 0
+    keep, moved = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            s = step_of(json.loads(line))
+        except ValueError:
+            s = math.inf
+        (moved if s is not None and s > step else keep).append(line)
+    if moved:
+        aside = path.with_name(f"{path.stem}.after-step-{step}.jsonl")
+        with open(aside, "a", encoding="utf-8") as f:
+            f.write("\n".join(moved) + "\n")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        os.replace(tmp, path)
+    return len(moved)
+
+
+# ---------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def _schedule(train, total: int):
+    def factor(step: int) -> float:  # step counts optimiser steps done
+        if step < train.warmup_steps:
+            return (step + 1) / (train.warmup_steps + 1)
+        if train.schedule == "constant":
+            return 1.0
+        progress = (step - train.warmup_steps) / max(1, total - train.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    runs_root: str | Path | None = None,
+    policy: PolicyBackends | None = None,
+) -> TrainResult:
+    """Train ``cfg``'s role (or continue the run in ``resume``); returns the run folder and summary."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").exists():
+            raise RunDirError(f"{run_dir} holds no training run (no config.yaml) to resume")
+        cfg = TrainConfig.build(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    else:
+        if cfg is None:
+            raise ValueError("train() needs a TrainConfig or resume=RUN_DIR")
+        root = Path(runs_root) if runs_root is not None else default_root()
+        run_dir = Path(cfg.out) if cfg.out else root / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{cfg.recipe}"
+        if (run_dir / "config.yaml").exists():
+            raise RunDirError(f"{run_dir} already holds a run: use --resume {run_dir}, or another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = replace(cfg, out=str(run_dir))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    t = cfg.train
+    _seed_everything(t.seed)
+    backends = policy or load_policy(
+        cfg.model.name,
+        cfg.lora,
+        dtype=cfg.model.dtype,
+        device=cfg.model.device,
+        max_batch_size=cfg.model.max_batch_size,
+        use_unsloth=t.use_unsloth,
+    )
+    model = backends.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t, t.steps))
+
+    train_tasks = load_tasks(cfg.task).tasks
+    dev_tasks = load_tasks(replace(cfg.task, split=cfg.eval.split, limit=cfg.eval.limit)).tasks
+    pool, eligible = {}, list(range(len(train_tasks)))
+    if t.rollout == "offline":
+        pool_path = Path(cfg.pool.path) if cfg.pool.path else run_dir / "pool.jsonl"
+        pool = (
+            build_pool(
+                train_tasks,
+                backends.frozen,
+                cfg.pool.size,
+                cfg.pool.temperature,
+                cfg.pool.max_tokens,
+                t.seed,
+                pool_path,
+                progress,
+            )
+            if not cfg.pool.path
+            else read_pool(pool_path)
+        )
+        eligible = [
+            i
+            for i, task in enumerate(train_tasks)
+            if task.id in pool and pool[task.id].accuracy < cfg.pool.threshold
+        ]
+        if not eligible:
+            raise ConfigError(
+                f"no training question left: every pooled accuracy is >= pool.threshold={cfg.pool.threshold}; "
+                "raise it (1.0 keeps every question) or train on harder items"
+            )
+
+    state: dict[str, Any] = {"cursor": 0, "epoch": 0, "pool_questions": len(pool), "eligible": len(eligible)}
+    start = 0
+    evals_log = run_dir / "evals.jsonl"
+    ckpt = latest_checkpoint(run_dir) if resume is not None else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        start = state["step"]
+        for name, step_of in (
+            ("metrics.jsonl", lambda r: r.get("step")),
+            ("episodes.jsonl", lambda r: r.get("meta", {}).get("train_step")),
+            ("evals.jsonl", lambda r: r.get("step")),
+        ):
+            moved = rollback(run_dir / name, start, step_of)
+            if moved:
+                print(
+                    f"[train] resume at step {start}: {moved} line(s) of {name} from later steps moved aside",
+                    file=sys.stderr,
+                )
+    metrics_log, episodes_log = JsonlLog(run_dir / "metrics.jsonl"), JsonlLog(run_dir / "episodes.jsonl")
+    evals = [json.loads(x) for x in evals_log.read_text().splitlines()] if evals_log.exists() else []
+    try:
+        if not evals:
+            evals.append(evaluate(cfg, backends, dev_tasks, 0, episodes_log, evals_log))
+        order = _order(eligible, t.seed, state["epoch"])
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.recipe}", unit="step", file=sys.stderr)
+        for step in range(start + 1, t.steps + 1):
+            batch = []
+            while len(batch) < t.questions:
+                if state["cursor"] >= len(order):
+                    state["epoch"] += 1
+                    state["cursor"] = 0
+                    order = _order(eligible, t.seed, state["epoch"])
+                batch.append(train_tasks[order[state["cursor"]]])
+                state["cursor"] += 1
+            row = train_step(cfg, backends, optimizer, scheduler, batch, pool, step, episodes_log)
+            metrics_log.append(row)
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                save_checkpoint(run_dir, step, model, optimizer, scheduler, state, keep=t.keep_checkpoints)
+            if t.eval_every and step % t.eval_every == 0 and step != t.steps:
+                evals.append(evaluate(cfg, backends, dev_tasks, step, episodes_log, evals_log))
+            if bar is not None:
+                bar.set_postfix(reward=f"{row['reward']:.2f}", loss=f"{row['loss']:.3f}", refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if evals[-1]["step"] != t.steps:
+            evals.append(evaluate(cfg, backends, dev_tasks, t.steps, episodes_log, evals_log))
+    finally:
+        metrics_log.close()
+        episodes_log.close()
+    model.save_pretrained(run_dir / "adapter")
+    summary = _summary(cfg, evals, run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(run_dir, summary)
+
+
+def _order(eligible: list[int], seed: int, epoch: int) -> list[int]:
+    order = list(eligible)
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, episodes_log) -> dict[str, Any]:
+    """One optimiser step on ``batch`` questions; returns the step's metrics row."""
+    t, recipe, role = cfg.train, cfg.recipe, cfg.role
+    t0 = time.perf_counter()
+    slates: list[Slate] = []
+    errors: list[dict] = []
+    if t.rollout == "offline":
+        samples, slates = offline_samples(
+            recipe,
+            batch,
+            pool,
+            backends.policy,
+            cfg.protocol.resolved,
+            t,
+            step,
+            with_slates=t.objective == "clpo",
+        )
+    else:
+        protocol = ProtocolConfig(
+            recipe, {**cfg.protocol.options, **trainee_options(recipe, role, t.max_tokens)}
+        )
+        samples, errors = online_samples(recipe, role, batch, backends, protocol, t, step)
+    t_roll = time.perf_counter() - t0
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
+    groups = torch.tensor([s.group for s in samples], dtype=torch.long)
+    scale = "none" if t.objective == "dr_grpo" else "group"
+    adv = obj.group_advantages(rewards, groups, scale=scale) if samples else rewards
+    if t.objective == "clpo":  # CLPO's decision advantage: r(chosen) - mean_k r(c_k) of the slate
+        adv = torch.tensor([s.reward - float(np.mean(s.info["slate_correct"])) for s in samples])
+    stats = _optimise(cfg, backends, optimizer, samples, adv, slates)
+    scheduler.step()
+    # ---- the episodes, with their advantage (the viewer colours training episodes by it) ----
+    logged = set()
+    for s, a in zip(samples, adv.tolist(), strict=True):
+        ep = s.episode
+        if ep is None:
+            ep = offline_episode(recipe, role, s, step)
+        if id(ep) in logged:
+            continue
+        logged.add(id(ep))
+        ep.meta["advantage"] = round(a, 4)
+        ep.reward = s.reward
+        episodes_log.append(ep.to_dict())
+    row = _metrics(cfg, samples, rewards, groups, stats, step, optimizer)
+    _release_memory()
+    row.update(
+        rollout_s=round(t_roll, 2),
+        step_s=round(time.perf_counter() - t0, 2),
+        rollout_errors=len(errors),
+        **_memory(),
+    )
+    if errors:
+        print(
+            f"[train] step {step}: {len(errors)} rollout episode(s) failed, e.g. {errors[0]}", file=sys.stderr
+        )
+    return row
+
+
+def _optimise(cfg, backends, optimizer, samples: list[Sample], adv, slates) -> dict[str, float]:
+    """Loss over micro-batches (gradients accumulate), clipping, one optimiser step."""
+    t = cfg.train
+    model, pad = backends.model, backends.policy.pad_id
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0}
+    n = len(samples)
+    if t.objective == "sft":
+        keep = [i for i, s in enumerate(samples) if s.correct]
+        samples, n = [samples[i] for i in keep], len(keep)
+    for s0 in range(0, n, t.micro_batch):
+        mb = samples[s0 : s0 + t.micro_batch]
+        share = len(mb) / n
+        prompts, completions = [s.prompt_ids for s in mb], [s.completion_ids for s in mb]
+        scores = completion_logprobs(
+            model, prompts, completions, temperature=t.temperature, pad_id=pad, with_entropy=True
+        )
+        mask = scores.mask
+        if t.objective == "clpo":
+            mask = _decision_mask(mb, mask)
+        if t.objective == "sft":
+            loss = -(scores.logp * mask).sum() / mask.sum().clamp(min=1)
+            out_stats = {}
+        else:
+            ref = None
+            if t.beta > 0:
+                with adapter_disabled(model):  # the reference policy: the base model
+                    ref = completion_logprobs(
+                        model, prompts, completions, temperature=t.temperature, pad_id=pad
+                    ).logp
+            out = obj.policy_loss(
+                scores.logp,
+                scores.logp.detach(),
+                adv[s0 : s0 + len(mb)].to(mask.device),
+                mask,
+                ref_logp=ref,
+                beta=t.beta,
+                epsilon_low=t.epsilon,
+                epsilon_high=t.epsilon,
+                loss_type="dr_grpo" if t.objective == "dr_grpo" else "grpo",
+                max_completion_length=t.max_tokens,
+            )
+            loss, out_stats = out.loss * (t.w_dec if t.objective == "clpo" else 1.0), out.stats
+            if t.objective == "clpo" and t.w_ent:
+                ent = (scores.entropy * scores.mask).sum() / scores.mask.sum().clamp(min=1)
+                loss = loss - t.w_ent * ent
+        (loss * share).backward()
+        totals["loss"] += float(loss.detach()) * share
+        totals["kl"] += float(out_stats.get("kl", 0.0)) * share
+        totals["clip_ratio"] += float(out_stats.get("clip_ratio", 0.0)) * share
+        totals["entropy"] += (
+            float((scores.entropy * scores.mask).sum() / scores.mask.sum().clamp(min=1)) * share
+        )
+    if slates and t.w_rank:  # CLPO's listwise term, one slate at a time
+        # as in objectives.clpo_loss: the mean over all slates; equal rewards give 0 (nothing to
+        # order), so only slates with a right and a wrong candidate are scored
+        ranked = [s for s in slates if len(set(s.rewards)) > 1]
+        for s in ranked:
+            sc = completion_logprobs(
+                model, s.prompt_ids, s.rationale_ids, temperature=t.temperature, pad_id=pad
+            )
+            ell = obj.length_normalised_logprob(sc.logp, sc.mask)
+            rank = obj.plackett_luce_loss(ell, torch.tensor(s.rewards, device=ell.device))
+            (t.w_rank * rank / len(slates)).backward()
+            totals["rank_loss"] += float(rank) / len(slates)
+            totals["loss"] += t.w_rank * float(rank) / len(slates)
+    grad_norm = (
+        float(
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], t.max_grad_norm
+            )
+        )
+        if n or slates
+        else 0.0
+    )
+    if n or slates:
+        optimizer.step()
+    model.eval()
+    totals["grad_norm"] = grad_norm
+    return totals
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the system after a step. Training on CPU allocates large
+    tensors of a different shape every step (prompt and completion lengths vary); glibc keeps the
+    freed blocks in arenas. A 30-step run's resident size grew to 24 GB by step 14 and the kernel
+    killed it; returning freed blocks with ``malloc_trim`` after each step is the suspected fix,
+    not yet confirmed by a long run: ``rss_gb`` in metrics.jsonl shows whether it holds."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+def _memory() -> dict[str, float]:
+    """Resident memory now and at its peak (GiB), and the GPU's peak where there is one."""
+    import resource
+
+    out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    try:
+        with open("/proc/self/statm") as f:
+            out["rss_gb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 2)
+    except (OSError, ValueError):
+        pass
+    if torch.cuda.is_available():
+        out["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def _decision_mask(mb: list[Sample], mask: torch.Tensor) -> torch.Tensor:
+    """CLPO: only the decision tokens (up to ``</choice>``) carry the decision term; a decision that
+    never closes counts whole (its negative advantage pushes the malformed output down)."""
+    out = mask.clone()
+    for b, s in enumerate(mb):
+        if s.decision_tokens is not None:
+            out[b, s.decision_tokens :] = 0
+    return out
+
+
+def _metrics(cfg, samples, rewards, groups, stats, step, optimizer) -> dict[str, Any]:
+    row: dict[str, Any] = {"step": step, "lr": optimizer.param_groups[0]["lr"]}
+    if samples:
+        stds = [float(rewards[groups == g].std(unbiased=False)) for g in groups.unique()]
+        row.update(
+            reward=float(rewards.mean()),
+            reward_std=float(np.mean(stds)),
+            frac_reward_zero_std=float(np.mean([s == 0 for s in stds])),
+            accuracy=float(np.mean([s.correct for s in samples])),
+            format_failure_rate=float(np.mean([s.format_failure for s in samples])),
+            completion_length=float(np.mean([len(s.completion_ids) for s in samples])),
+            samples=len(samples),
+        )
+        with_lp = [s for s in samples if s.sample_logprobs]
+        if with_lp:
+            row["sampled_logprob"] = float(np.mean([np.mean(s.sample_logprobs) for s in with_lp]))
+    else:
+        row.update(reward=0.0, reward_std=0.0, frac_reward_zero_std=1.0, accuracy=0.0, samples=0)
+    if cfg.recipe == "maestro" and cfg.train.rollout == "offline" and samples:
+        covered = [s for s in samples if s.info.get("coverage")]
+        row["coverage"] = len(covered) / len(samples)
+        row["identification"] = float(np.mean([s.correct for s in covered])) if covered else None
+    row.update({k: round(v, 6) for k, v in stats.items()})
+    return row
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate(
+    cfg: TrainConfig, backends: PolicyBackends, tasks, step: int, episodes_log, evals_log
+) -> dict[str, Any]:
+    """The protocol on the dev split, the trained role on the current policy at its configured
+    (eval) sampling, every other role frozen: a fixed inference budget, before and after."""
+    protocol = ProtocolConfig(cfg.recipe, {**cfg.protocol.options, **trainee_options(cfg.recipe, cfg.role)})
+    t0 = time.perf_counter()
+    episodes, errors, _ = run_episodes(
+        tasks,
+        protocol,
+        {"default": backends.frozen, "policy": backends.policy},
+        seed=cfg.train.seed,
+        max_in_flight=cfg.eval.max_in_flight,
+        team=trainee_team(),
+    )
+    episodes.sort(key=lambda e: e.index)
+    for ep in episodes:
+        ep.meta.update(eval=True, eval_step=step)
+        episodes_log.append(ep.to_dict())
+    k, n = sum(e.correct for e in episodes), len(episodes)
+    lo, hi = wilson_ci(k, n)
+    row = {
+        "step": step,
+        "split": cfg.eval.split,
+        "n": n,
+        "accuracy": round(k / n, 4) if n else 0.0,
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "format_failures": sum(e.format_failure for e in episodes),
+        "generations_per_query": round(sum(e.usage.calls for e in episodes) / max(n, 1), 2),
+        "tokens_per_query": round(
+            sum(e.usage.prompt_tokens + e.usage.completion_tokens for e in episodes) / max(n, 1), 1
+        ),
+        "errors": len(errors),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "correct_by_task": {e.task_id: bool(e.correct) for e in episodes},
+    }
+    with open(evals_log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+    before, after = evals[0], evals[-1]
+    pair = paired_outcomes(
+        [{"task_id": k, "correct": v} for k, v in after["correct_by_task"].items()],
+        [{"task_id": k, "correct": v} for k, v in before["correct_by_task"].items()],
+    )
+    strip = lambda e: {k: v for k, v in e.items() if k != "correct_by_task"}  # noqa: E731
+    return {
+        "recipe": cfg.recipe,
+        "objective": cfg.train.objective,
+        "rollout": cfg.train.rollout,
+        "steps": cfg.train.steps,
+        "before": strip(before),
+        "after": strip(after),
+        "after_vs_before": pair,  # only_a_right = right after training only
+        "adapter": str(run_dir / "adapter"),
+        "serve": f"workbench serve --model {cfg.model.name}+{run_dir / 'adapter'}",
+    }
