@@ -21,7 +21,7 @@ def test_environment_yml_matches_pyproject():
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     local = next(p for p in pip if p.startswith("-e ."))
     extras = re.search(r"\[(.*)\]", local).group(1).split(",")
-    assert set(extras) == {"notebook", "app"} and set(extras) <= set(
+    assert set(extras) == {"notebook", "app", "analysis"} and set(extras) <= set(
         PYPROJECT["project"]["optional-dependencies"]
     )
     torch_pin = next(p for p in pip if p.startswith("torch"))
