@@ -90,9 +90,12 @@ def test_replay_credit_batches_caches_and_refuses_majority_protocols(tmp_path):
 def test_replay_credit_with_the_real_central_agent(tmp_path, smollm2):
     run, _ = scripted_run(tmp_path, "maestro", limit=1, explorers=2, rounds=1, central_max_tokens=16)
     out = replay_credit(run, read_episodes(run).episodes, smollm2, cache_path=tmp_path / "c.jsonl")
-    assert out["new_generations"] == 2  # the two single-explorer slates
+    # the scripted explorers wrote the same text, so the two one-explorer slates are one and the same
+    # request: generated once, read from the cache the second time
+    assert out["new_generations"] == 1
     game = out["games"][0]
     assert set(game["values"]) == {"-", "explorer-0", "explorer-1", "explorer-0,explorer-1"}
+    assert game["values"]["explorer-0"] == game["values"]["explorer-1"]
     assert sum(game["shapley"]) == pytest.approx(game["values"]["explorer-0,explorer-1"])
 
 
