@@ -5,10 +5,12 @@ The objectives themselves are tested against hand numbers and TRL in test_rl_obj
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import torch
 from workbench.config import ConfigError
 from workbench.models.base import Request, SamplingParams
 from workbench.rl.config import TrainConfig
+from workbench.rl.rollouts import draw_shown
 from workbench.rl.trainer import rollback
 
 # the smallest real run: one question per step, two samples, short completions, a 2-item dev set
@@ -74,6 +77,24 @@ def test_rollback_moves_later_lines_aside_and_keeps_them(tmp_path):
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
     aside = (tmp_path / "metrics.after-step-2.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in aside[:2]] == [3, 4] and aside[2].startswith('{"step": 5')
+
+
+def test_mixed_slates_show_a_right_and_a_wrong_answer_at_uniform_positions():
+    answers = [{"text": str(i), "correct": i == 4} for i in range(6)]  # one right answer in six
+    rng = random.Random(0)
+    where = Counter()
+    for _ in range(600):
+        slate = draw_shown(answers, 3, rng, mixed=True)
+        assert len(slate) == 3 and len({a["text"] for a in slate}) == 3
+        assert [a["correct"] for a in slate].count(True) == 1
+        where[next(i for i, a in enumerate(slate) if a["correct"])] += 1
+    assert set(where) == {0, 1, 2} and min(where.values()) > 150  # the right answer's position is uniform
+    # without mixed, or when the pool is all wrong: a plain random draw, which may miss the right one
+    plain = [draw_shown(answers, 3, rng, mixed=False) for _ in range(200)]
+    assert any(not any(a["correct"] for a in s) for s in plain)
+    wrong = [{"text": str(i), "correct": False} for i in range(6)]
+    assert len(draw_shown(wrong, 3, rng, mixed=True)) == 3
+    assert len(draw_shown(answers[:2], 3, rng, mixed=True)) == 2  # fewer answers than slots: all of them
 
 
 @pytest.mark.slow
@@ -150,6 +171,7 @@ def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
         assert key in metrics[0], key
     train_eps = [e for e in _lines(run / "episodes.jsonl") if "train_step" in e["meta"]]
     assert train_eps and all("advantage" in e["meta"] for e in train_eps)
+    assert len({e["episode_id"] for e in train_eps}) == len(train_eps)  # one id per training sample
     assert {e["meta"]["eval_step"] for e in _lines(run / "episodes.jsonl") if e["meta"].get("eval")} == {0, 2}
     s = result.summary
     assert s["before"]["step"] == 0 and s["after"]["step"] == 2 and "mcnemar_p" in s["after_vs_before"]

@@ -315,10 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("train", help="RL training of the coordinating role (maestro | leader | conductor)")
-    t.add_argument("--recipe", default="maestro", help="maestro | leader | conductor | PATH.yaml (default: maestro)")
+    t.add_argument(
+        "--recipe", default="maestro", help="maestro | leader | conductor | PATH.yaml (default: maestro)"
+    )
     t.add_argument("--out", default="", help="run folder (default: runs/<time>-train-<recipe>)")
     t.add_argument("--runs", default=None, help="root folder without --out (default: runs/ in the checkout)")
-    t.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument(
+        "--resume", default="", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
+    )
     t.add_argument(
         "--set",
         nargs="*",
@@ -340,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--out", default="", help="comparison folder (default: <common parent>/analysis)")
     y.add_argument("--no-embed", action="store_true", help="skip semantic diversity (no embedding model)")
     y.add_argument(
-        "--embed-model", default="bundled", help="bundled (offline all-MiniLM-L6-v2) | a sentence-transformers name"
+        "--embed-model",
+        default="bundled",
+        help="bundled (offline all-MiniLM-L6-v2) | a sentence-transformers name",
     )
     y.add_argument(
         "--replay", type=int, default=0, metavar="N",
@@ -351,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     y.add_argument("--model", default="smollm2", help="model for --replay/--rationale (default: smollm2)")
     y.add_argument("--max-batch-size", type=int, default=64, help="rows decoded together (default: 64)")
-    y.add_argument("--max-exact", type=int, default=5, help="exact Shapley up to this many agents (default: 5)")
+    y.add_argument(
+        "--max-exact", type=int, default=5, help="exact Shapley up to this many agents (default: 5)"
+    )
     y.add_argument("--permutations", type=int, default=64, help="sampled permutations beyond (default: 64)")
     y.add_argument("--no-png", action="store_true", help="HTML figures only")
     y.set_defaults(func=cmd_analyze)

@@ -80,6 +80,10 @@ class PoolSettings:
     temperature: float = 0.7
     max_tokens: int = 256
     threshold: float = 0.75  # drop questions whose pooled accuracy is >= this (MLPO; 1.0 keeps all)
+    # ours, not the papers': train only on questions whose pool holds a right and a wrong answer, and
+    # show at least one of each in every slate / peer set, so that no GRPO group is uninformative
+    # because every shown answer is right (or wrong). Training data only: evaluation is unchanged.
+    mixed: bool = False
     path: str = ""  # reuse a pool.jsonl built before (same task items); empty: build into the run
 
 

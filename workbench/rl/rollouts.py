@@ -163,21 +163,24 @@ def offline_samples(
     train,
     step: int,
     with_slates: bool = False,
+    mixed: bool = False,
 ) -> tuple[list[Sample], list[Slate]]:
-    """Sample the trained role ``train.group`` times per question on prompts built from the pool."""
+    """Sample the trained role ``train.group`` times per question on prompts built from the pool.
+
+    ``mixed`` (``pool.mixed``): every slate / peer set shows at least one right and one wrong
+    pooled answer when the pool has both (see ``draw_shown``).
+    """
     rng = random.Random(derive_seed(train.seed, step, "offline"))
     prompts, shown = [], []
     for task in tasks:
         answers = pool[task.id].answers
         if recipe == "maestro":
-            m = protocol_cfg.explorers * protocol_cfg.samples
-            slate = [answers[i] for i in rng.sample(range(len(answers)), min(m, len(answers)))]
+            slate = draw_shown(answers, protocol_cfg.explorers * protocol_cfg.samples, rng, mixed)
             text = MAESTRO_SELECT.format(
                 question=task.prompt, m=len(slate), slate=numbered([a["text"] for a in slate], "Candidate")
             )
         else:  # leader
-            k = min(protocol_cfg.peers, len(answers))
-            slate = [answers[i] for i in rng.sample(range(len(answers)), k)]
+            slate = draw_shown(answers, protocol_cfg.peers, rng, mixed)
             listing = numbered([shared_text(a["text"], a["extracted"], protocol_cfg.share) for a in slate])
             text = LEADER_SYNTHESISE.format(answers=listing, question=task.prompt)
         shown.append(slate)
@@ -201,6 +204,27 @@ def offline_samples(
             samples.append(_score_offline(recipe, q, task, slate, g, policy.tokenizer, protocol_cfg))
     slates = _rationales(tasks, shown, prompts, policy, train, step) if with_slates else []
     return samples, slates
+
+
+def draw_shown(
+    answers: list[dict[str, Any]], m: int, rng: random.Random, mixed: bool
+) -> list[dict[str, Any]]:
+    """``m`` pooled answers (all when fewer), in random order.
+
+    ``mixed``: when the pool has both, one right and one wrong answer are drawn first and the rest
+    at random from what is left, then the slate is shuffled (the position of the right answer is
+    uniform, so the policy cannot learn a position).
+    """
+    m = min(m, len(answers))
+    right = [i for i, a in enumerate(answers) if a["correct"]]
+    wrong = [i for i, a in enumerate(answers) if not a["correct"]]
+    if not (mixed and right and wrong and m >= 2):
+        return [answers[i] for i in rng.sample(range(len(answers)), m)]
+    first = [rng.choice(right), rng.choice(wrong)]
+    rest = [i for i in range(len(answers)) if i not in first]
+    picked = first + rng.sample(rest, m - 2)
+    rng.shuffle(picked)
+    return [answers[i] for i in picked]
 
 
 def _score_offline(recipe, q, task, slate, g: Generation, tokenizer, protocol_cfg) -> Sample:
@@ -270,9 +294,13 @@ def _rationales(tasks, shown, prompts, policy, train, step) -> list[Slate]:
     return slates
 
 
-def offline_episode(recipe: str, role: str, sample: Sample, step: int):
-    """A training sample as an Episode (for the run's episodes.jsonl and the live viewer)."""
+def offline_episode(recipe: str, role: str, sample: Sample, step: int, k: int = 0):
+    """A training sample as an Episode (for the run's episodes.jsonl and the live viewer).
+
+    ``k`` numbers the sample within its group; the episode id ``<task>#<step>.<k>`` is unique in a run.
+    """
     ctx = EpisodeContext(sample.task, recipe, scheduler=None, seed=step, index=sample.group)
+    ctx.episode.episode_id = f"{sample.task.id}#{step}.{k}"
     peer_role = "explorer" if recipe == "maestro" else "peer"
     senders = []
     for i, text in enumerate(sample.shown):

@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,19 @@ def train(
         eligible = [
             i
             for i, task in enumerate(train_tasks)
-            if task.id in pool and pool[task.id].accuracy < cfg.pool.threshold
+            if task.id in pool
+            and pool[task.id].accuracy < cfg.pool.threshold
+            and (not cfg.pool.mixed or 0.0 < pool[task.id].accuracy < 1.0)
         ]
         if not eligible:
             raise ConfigError(
-                f"no training question left: every pooled accuracy is >= pool.threshold={cfg.pool.threshold}; "
-                "raise it (1.0 keeps every question) or train on harder items"
+                f"no training question left: every pooled accuracy is >= pool.threshold={cfg.pool.threshold}"
+                + (
+                    " or the pool has no question with both a right and a wrong answer (pool.mixed=true)"
+                    if cfg.pool.mixed
+                    else ""
+                )
+                + "; raise the threshold (1.0 keeps every question), set pool.mixed=false or train on other items"
             )
 
     state: dict[str, Any] = {"cursor": 0, "epoch": 0, "pool_questions": len(pool), "eligible": len(eligible)}
@@ -277,6 +285,7 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
             t,
             step,
             with_slates=t.objective == "clpo",
+            mixed=cfg.pool.mixed,
         )
     else:
         protocol = ProtocolConfig(
@@ -293,11 +302,12 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
     stats = _optimise(cfg, backends, optimizer, samples, adv, slates)
     scheduler.step()
     # ---- the episodes, with their advantage (the viewer colours training episodes by it) ----
-    logged = set()
+    logged, within = set(), Counter()
     for s, a in zip(samples, adv.tolist(), strict=True):
         ep = s.episode
         if ep is None:
-            ep = offline_episode(recipe, role, s, step)
+            ep = offline_episode(recipe, role, s, step, within[s.group])
+            within[s.group] += 1
         if id(ep) in logged:
             continue
         logged.add(id(ep))
