@@ -58,6 +58,8 @@ def test_built_in_recipes_load_and_validate():
         ("maestro", ["protocol.nope=1"], "protocol.nope"),
         ("maestro", ["train.temperature=0"], "needs sampled groups"),
         ("maestro", ["lora.rank=0"], "lora.rank"),
+        ("maestro", ["train.warm_start=2"], "objective=sft"),
+        ("leader", ["train.warm_start=-1"], "warm_start must be >= 0"),
         ("maestro", ["colour=red"], "unknown top-level key"),
     ],
 )
@@ -95,6 +97,36 @@ def test_mixed_slates_show_a_right_and_a_wrong_answer_at_uniform_positions():
     wrong = [{"text": str(i), "correct": False} for i in range(6)]
     assert len(draw_shown(wrong, 3, rng, mixed=True)) == 3
     assert len(draw_shown(answers[:2], 3, rng, mixed=True)) == 2  # fewer answers than slots: all of them
+
+
+def test_warm_start_demonstrations_are_well_formed():
+    from workbench.protocols.conductor import parse_plan
+    from workbench.protocols.leader import leader_answer
+    from workbench.rl.warmstart import conductor_plan, leader_trace
+    from workbench.tasks import Task
+
+    task = Task("t", "What is 3 + 4?", "7")
+    shown = [
+        {"extracted": "6", "correct": False},
+        {"extracted": "6", "correct": False},
+        {"extracted": "7", "correct": True},
+    ]
+    trace = leader_trace(task, shown)
+    assert "Most say 6" in trace and "Wait, 6 does not hold" in trace and "matches member 3" in trace
+    assert leader_answer(trace, task, strict=True) == ("7", True)  # the strict RL reward's format
+    right = leader_trace(task, [{"extracted": "7", "correct": True}, {"extracted": None, "correct": False}])
+    assert "Wait" not in right and "it holds" in right and "says nothing" in right
+    none = leader_trace(task, [{"extracted": None, "correct": False}])
+    assert "solve it myself" in none and none.endswith("<answer>7</answer>")
+    rng = random.Random(0)
+    shapes = Counter()
+    for n in (1, 2, 3):
+        for max_steps in (1, 2, 3, 5):
+            for _ in range(20):
+                plan = parse_plan(conductor_plan(n, max_steps, rng), n, max_steps)
+                assert len(plan.model_id) <= max_steps and all(0 <= m < n for m in plan.model_id)
+                shapes[len(plan.model_id)] += 1
+    assert set(shapes) == {1, 2, 3}
 
 
 @pytest.mark.slow
@@ -186,14 +218,29 @@ def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
 
 @pytest.mark.slow
 def test_leader_offline_and_conductor_online_take_a_step(tmp_path):
-    leader = _train(tmp_path, "leader", ["train.steps=1", "protocol.rounds=1", "protocol.peers=2"])
-    assert _lines(leader.run_dir / "metrics.jsonl")[0]["samples"] == 2
+    leader = _train(
+        tmp_path, "leader", ["train.steps=1", "train.warm_start=1", "protocol.rounds=1", "protocol.peers=2"]
+    )
+    warm, rl = _lines(leader.run_dir / "metrics.jsonl")
+    assert warm["phase"] == "warm_start" and warm["loss"] > 0 and rl["phase"] == "rl" and rl["samples"] == 2
+    assert [e["step"] for e in _lines(leader.run_dir / "evals.jsonl")] == [
+        0,
+        1,
+        2,
+    ]  # before, after SFT, after
+    assert leader.summary["after_warm_start"]["step"] == 1
     conductor = _train(
         tmp_path,
         "conductor",
-        ["train.steps=1", "protocol.max_steps=2", "protocol.max_tokens=16", "train.max_tokens=96"],
+        [
+            "train.steps=1",
+            "train.warm_start=1",
+            "protocol.max_steps=2",
+            "protocol.max_tokens=16",
+            "train.max_tokens=96",
+        ],
     )
-    row = _lines(conductor.run_dir / "metrics.jsonl")[0]
+    row = _lines(conductor.run_dir / "metrics.jsonl")[-1]
     assert row["samples"] >= 2 and 0 <= row["format_failure_rate"] <= 1
     eps = [e for e in _lines(conductor.run_dir / "episodes.jsonl") if "train_step" in e["meta"]]
     assert eps and all(e["reward"] in (0.0, 0.5, 1.0) for e in eps)  # the Conductor's reward

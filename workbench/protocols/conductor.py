@@ -156,18 +156,31 @@ def parse_plan(text: str, n_workers: int, max_steps: int) -> Plan:
     return Plan(ids, [s.strip() for s in subtasks], access)
 
 
-async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext) -> None:
+def offered_workers(task: Task, cfg: ConductorConfig, seed: int) -> list[str]:
+    """The pool shown as Model 0..n-1: every worker, or (``random_subset``) a random subset per episode."""
     pool = list(cfg.worker_members)
     if cfg.random_subset:
-        rng = random.Random(derive_seed(ctx.seed, task.id, "subset"))
+        rng = random.Random(derive_seed(seed, task.id, "subset"))
         size = rng.randint(cfg.min_workers, len(pool))
         pool = [pool[i] for i in sorted(rng.sample(range(len(pool)), size))]
+    return pool
+
+
+def conductor_prompt(task: Task, n_workers: int, cfg: ConductorConfig) -> tuple[str, list[dict[str, str]]]:
+    """The Conductor's system prompt and first user turn for a pool of ``n_workers``."""
+    system = CONDUCTOR_SYSTEM.format(max_steps=cfg.max_steps, last=n_workers - 1)
+    names = ", ".join(f"Model {i}" for i in range(n_workers))
+    return system, [
+        {"role": "user", "content": CONDUCTOR_QUESTION.format(question=task.prompt, workers=names)}
+    ]
+
+
+async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext) -> None:
+    pool = offered_workers(task, cfg, ctx.seed)
     workers = [team.agent(member, f"model-{i}", "worker", cfg) for i, member in enumerate(pool)]
     ccfg = replace(cfg, temperature=cfg.conductor_temperature, top_p=1.0, max_tokens=cfg.conductor_max_tokens)
-    system = CONDUCTOR_SYSTEM.format(max_steps=cfg.max_steps, last=len(pool) - 1)
+    system, chat = conductor_prompt(task, len(pool), cfg)
     conductor = team.agent(cfg.conductor_member, "conductor", "conductor", ccfg, system=system)
-    names = ", ".join(f"Model {i}" for i in range(len(pool)))
-    chat = [{"role": "user", "content": CONDUCTOR_QUESTION.format(question=task.prompt, workers=names)}]
     qp = question_prompt(task.prompt, task.verifier)
     plans: list[dict] = []
     previous_final = None  # (node, content) of the last workflow's answer, for recursion

@@ -52,6 +52,9 @@ class TrainSettings:
     w_dec: float = 1.0
     w_rank: float = 0.5
     w_ent: float = 0.0
+    # SFT steps on synthetic demonstrations before the RL steps (rl/warmstart.py): the leader's
+    # backtracking traces (MLPO's optional SFT stage), the Conductor's well-formed plans (ours)
+    warm_start: int = 0
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
     eval_every: int = 0  # steps between dev evaluations (0: only before and after training)
@@ -68,6 +71,8 @@ class TrainSettings:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ConfigError("train.temperature must be > 0: GRPO needs sampled groups")
+        if self.warm_start < 0:
+            raise ConfigError(f"train.warm_start must be >= 0 (SFT steps before RL), got {self.warm_start}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
 
@@ -125,6 +130,11 @@ class TrainConfig:
             )
         if self.train.objective == "clpo" and self.train.rollout != "offline":
             raise ConfigError("train.objective=clpo scores slates from the pool: set train.rollout=offline")
+        if self.train.warm_start and self.recipe == "maestro":
+            raise ConfigError(
+                "train.warm_start is for the leader and conductor recipes; the central agent's supervised "
+                "variant is train.objective=sft"
+            )
         if self.eval.split == "test":
             raise ConfigError("eval.split=test: never tune on the test split; use dev (or train)")
 

@@ -15,6 +15,7 @@ CURVES = (
     ("entropy", "entropy (nats/token)"),
     ("completion_length", "completion tokens"),
     ("grad_norm", "grad norm (before clipping)"),
+    ("loss", "loss (warm-start SFT, then the RL objective)"),
 )
 
 
@@ -94,12 +95,21 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The before/after table of a finished run, with the paired test."""
     b, a, p = summary["before"], summary["after"], summary["after_vs_before"]
     lines = [
-        f"{summary['recipe']}: {summary['objective']}, {summary['rollout']} rollouts, {summary['steps']} steps",
+        f"{summary['recipe']}: {summary['objective']}, {summary['rollout']} rollouts, {summary['steps']} steps"
+        + (f" after {summary['warm_start']} warm-start SFT steps" if summary.get("warm_start") else ""),
         f"dev split, {a['n']} items, {a['generations_per_query']} generations/query, "
         f"~{a['tokens_per_query']:.0f} tokens/query (same protocol and budget before and after)",
         "",
         "          accuracy   95% CI            format failures",
         f"before    {b['accuracy']:.3f}      [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]    {b['format_failures']}",
+        *(
+            [
+                f"warm      {w['accuracy']:.3f}      [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}]    "
+                f"{w['format_failures']}   (after {summary['warm_start']} warm-start SFT steps)"
+            ]
+            if (w := summary.get("after_warm_start"))
+            else []
+        ),
         f"after     {a['accuracy']:.3f}      [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]    {a['format_failures']}",
         "",
         f"paired: right only after {p['only_a_right']}, only before {p['only_b_right']}, "

@@ -173,16 +173,7 @@ def offline_samples(
     rng = random.Random(derive_seed(train.seed, step, "offline"))
     prompts, shown = [], []
     for task in tasks:
-        answers = pool[task.id].answers
-        if recipe == "maestro":
-            slate = draw_shown(answers, protocol_cfg.explorers * protocol_cfg.samples, rng, mixed)
-            text = MAESTRO_SELECT.format(
-                question=task.prompt, m=len(slate), slate=numbered([a["text"] for a in slate], "Candidate")
-            )
-        else:  # leader
-            slate = draw_shown(answers, protocol_cfg.peers, rng, mixed)
-            listing = numbered([shared_text(a["text"], a["extracted"], protocol_cfg.share) for a in slate])
-            text = LEADER_SYNTHESISE.format(answers=listing, question=task.prompt)
+        slate = draw_shown(pool[task.id].answers, shown_count(recipe, protocol_cfg), rng, mixed)
         shown.append(slate)
         sp = SamplingParams(
             temperature=train.temperature,
@@ -191,11 +182,7 @@ def offline_samples(
             seed=derive_seed(train.seed, step, task.id),
             logprobs=True,
         )
-        system = getattr(protocol_cfg, "system", "") or None
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": text}
-        ]
-        prompts.append((policy.encode_chat(messages), sp))
+        prompts.append((policy.encode_chat(offline_messages(recipe, task, slate, protocol_cfg)), sp))
     gens = policy.generate_from_ids(prompts)
     samples = []
     for q, task in enumerate(tasks):
@@ -204,6 +191,27 @@ def offline_samples(
             samples.append(_score_offline(recipe, q, task, slate, g, policy.tokenizer, protocol_cfg))
     slates = _rationales(tasks, shown, prompts, policy, train, step) if with_slates else []
     return samples, slates
+
+
+def shown_count(recipe: str, protocol_cfg) -> int:
+    """How many pooled answers the trained role sees: Maestro's N·K slate, the leader's K peers."""
+    return protocol_cfg.explorers * protocol_cfg.samples if recipe == "maestro" else protocol_cfg.peers
+
+
+def offline_messages(
+    recipe: str, task: Task, slate: list[dict[str, Any]], protocol_cfg
+) -> list[dict[str, str]]:
+    """The trained role's chat for one question and the pooled answers it is shown, worded exactly
+    as the protocol words it (MAESTRO_SELECT for the central agent, LEADER_SYNTHESISE for the leader)."""
+    if recipe == "maestro":
+        text = MAESTRO_SELECT.format(
+            question=task.prompt, m=len(slate), slate=numbered([a["text"] for a in slate], "Candidate")
+        )
+    else:
+        listing = numbered([shared_text(a["text"], a["extracted"], protocol_cfg.share) for a in slate])
+        text = LEADER_SYNTHESISE.format(answers=listing, question=task.prompt)
+    system = getattr(protocol_cfg, "system", "") or None
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
 
 
 def draw_shown(

@@ -57,6 +57,7 @@ from workbench.rl.rollouts import (
     trainee_options,
     trainee_team,
 )
+from workbench.rl.warmstart import demonstrations
 from workbench.runs import RunDirError, default_root
 from workbench.tasks import load_tasks
 
@@ -164,12 +165,13 @@ def train(
     model = backends.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t, t.steps))
+    total = t.warm_start + t.steps  # warm-start (SFT) steps come first, numbered 1..warm_start
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t, total))
 
     train_tasks = load_tasks(cfg.task).tasks
     dev_tasks = load_tasks(replace(cfg.task, split=cfg.eval.split, limit=cfg.eval.limit)).tasks
     pool, eligible = {}, list(range(len(train_tasks)))
-    if t.rollout == "offline":
+    if t.rollout == "offline" or (t.warm_start and cfg.recipe == "leader"):  # the leader's traces need it
         pool_path = Path(cfg.pool.path) if cfg.pool.path else run_dir / "pool.jsonl"
         pool = (
             build_pool(
@@ -231,8 +233,8 @@ def train(
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.recipe}", unit="step", file=sys.stderr)
-        for step in range(start + 1, t.steps + 1):
+            bar = tqdm(total=total, initial=start, desc=f"train {cfg.recipe}", unit="step", file=sys.stderr)
+        for step in range(start + 1, total + 1):
             batch = []
             while len(batch) < t.questions:
                 if state["cursor"] >= len(order):
@@ -241,19 +243,27 @@ def train(
                     order = _order(eligible, t.seed, state["epoch"])
                 batch.append(train_tasks[order[state["cursor"]]])
                 state["cursor"] += 1
-            row = train_step(cfg, backends, optimizer, scheduler, batch, pool, step, episodes_log)
+            if step <= t.warm_start:
+                row = warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step)
+            else:
+                row = train_step(cfg, backends, optimizer, scheduler, batch, pool, step, episodes_log)
             metrics_log.append(row)
-            if step % t.checkpoint_every == 0 or step == t.steps:
+            if step % t.checkpoint_every == 0 or step in (t.warm_start, total):
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, state, keep=t.keep_checkpoints)
-            if t.eval_every and step % t.eval_every == 0 and step != t.steps:
+            # evaluations: every eval_every steps, and after the warm start (what SFT alone did)
+            if step != total and (step == t.warm_start or (t.eval_every and step % t.eval_every == 0)):
                 evals.append(evaluate(cfg, backends, dev_tasks, step, episodes_log, evals_log))
             if bar is not None:
-                bar.set_postfix(reward=f"{row['reward']:.2f}", loss=f"{row['loss']:.3f}", refresh=False)
+                bar.set_postfix(
+                    {"reward": f"{row['reward']:.2f}"} if "reward" in row else {"phase": "warm start"},
+                    loss=f"{row['loss']:.3f}",
+                    refresh=False,
+                )
                 bar.update(1)
         if bar is not None:
             bar.close()
-        if evals[-1]["step"] != t.steps:
-            evals.append(evaluate(cfg, backends, dev_tasks, t.steps, episodes_log, evals_log))
+        if evals[-1]["step"] != total:
+            evals.append(evaluate(cfg, backends, dev_tasks, total, episodes_log, evals_log))
     finally:
         metrics_log.close()
         episodes_log.close()
@@ -267,6 +277,27 @@ def _order(eligible: list[int], seed: int, epoch: int) -> list[int]:
     order = list(eligible)
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return order
+
+
+def warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step: int) -> dict[str, Any]:
+    """One supervised step on synthetic demonstrations (rl/warmstart.py); returns the metrics row."""
+    t0 = time.perf_counter()
+    demos = demonstrations(
+        cfg.recipe, batch, pool, backends.policy, cfg.protocol.resolved, cfg.train.seed, step
+    )
+    stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
+    scheduler.step()
+    _release_memory()
+    return {
+        "step": step,
+        "phase": "warm_start",
+        "lr": optimizer.param_groups[0]["lr"],
+        "samples": len(demos),
+        "completion_length": float(np.mean([len(s.completion_ids) for s in demos])),
+        **{k: round(v, 6) for k, v in stats.items() if k in ("loss", "entropy", "grad_norm")},
+        "step_s": round(time.perf_counter() - t0, 2),
+        **_memory(),
+    }
 
 
 def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, episodes_log) -> dict[str, Any]:
@@ -317,6 +348,7 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
     row = _metrics(cfg, samples, rewards, groups, stats, step, optimizer)
     _release_memory()
     row.update(
+        phase="rl",
         rollout_s=round(t_roll, 2),
         step_s=round(time.perf_counter() - t0, 2),
         rollout_errors=len(errors),
@@ -329,15 +361,20 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
     return row
 
 
-def _optimise(cfg, backends, optimizer, samples: list[Sample], adv, slates) -> dict[str, float]:
-    """Loss over micro-batches (gradients accumulate), clipping, one optimiser step."""
+def _optimise(
+    cfg, backends, optimizer, samples: list[Sample], adv, slates, sft: bool = False
+) -> dict[str, float]:
+    """Loss over micro-batches (gradients accumulate), clipping, one optimiser step.
+
+    ``sft`` (or ``objective=sft``): the mean token NLL of the completions that are right."""
     t = cfg.train
+    sft = sft or t.objective == "sft"
     model, pad = backends.model, backends.policy.pad_id
     model.train()
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0}
     n = len(samples)
-    if t.objective == "sft":
+    if sft:
         keep = [i for i, s in enumerate(samples) if s.correct]
         samples, n = [samples[i] for i in keep], len(keep)
     for s0 in range(0, n, t.micro_batch):
@@ -348,9 +385,9 @@ def _optimise(cfg, backends, optimizer, samples: list[Sample], adv, slates) -> d
             model, prompts, completions, temperature=t.temperature, pad_id=pad, with_entropy=True
         )
         mask = scores.mask
-        if t.objective == "clpo":
+        if t.objective == "clpo" and not sft:
             mask = _decision_mask(mb, mask)
-        if t.objective == "sft":
+        if sft:
             loss = -(scores.logp * mask).sum() / mask.sum().clamp(min=1)
             out_stats = {}
         else:
@@ -536,7 +573,11 @@ def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> di
         "objective": cfg.train.objective,
         "rollout": cfg.train.rollout,
         "steps": cfg.train.steps,
+        "warm_start": cfg.train.warm_start,
         "before": strip(before),
+        "after_warm_start": next(
+            (strip(e) for e in evals if cfg.train.warm_start and e["step"] == cfg.train.warm_start), None
+        ),
         "after": strip(after),
         "after_vs_before": pair,  # only_a_right = right after training only
         "adapter": str(run_dir / "adapter"),
