@@ -244,12 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--runs", default=None, help="root folder for runs without --out (default: runs/ in the checkout)"
     )
-    e.add_argument(
-        "--set",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. protocol.n=9 task.digits=2 model.dtype=fp32",
-    )
+    _add_set(e, "override any config key, e.g. protocol.n=9 task.digits=2 model.dtype=fp32")
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="a small live comparison on the embedded model")
@@ -289,12 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the comparison in --out: reuse its finished runs (same config), rerun the rest",
     )
-    c.add_argument(
-        "--set",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="e.g. options.maestro.rounds=3 tolerance=0.1 pilot_items=16 task.digits=2",
-    )
+    _add_set(c, "e.g. options.maestro.rounds=3 tolerance=0.1 pilot_items=16 task.digits=2")
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("serve", help="serve a model as an OpenAI-compatible endpoint (/v1/chat/completions)")
@@ -323,12 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", default="", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
     )
-    t.add_argument(
-        "--set",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="e.g. train.steps=20 train.objective=grpo train.lr=5e-5 task.limit=256 eval.limit=50",
-    )
+    _add_set(t, "e.g. train.steps=20 train.objective=grpo train.lr=5e-5 task.limit=256 eval.limit=50")
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("app", help="the viewer: live topologies and transcripts of runs (Gradio)")
@@ -364,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--no-png", action="store_true", help="HTML figures only")
     y.set_defaults(func=cmd_analyze)
     return p
+
+
+def _add_set(parser, help_text: str) -> None:
+    """``--set KEY=VALUE ...``: the config overrides every subcommand that runs a config takes."""
+    parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help=help_text)
 
 
 def main(argv: list[str] | None = None) -> int:

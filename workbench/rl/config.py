@@ -45,7 +45,10 @@ class TrainSettings:
     warmup_steps: int = 2
     schedule: str = "cosine"  # cosine | constant (after warmup)
     max_grad_norm: float = 1.0
-    micro_batch: int = 16  # sequences per backward pass; gradients accumulate over a step
+    # sequences per backward pass; gradients accumulate over a step. Attention memory grows with
+    # micro_batch x prompt length^2: on CPU, maestro slates (~600 tokens), 16 peaked at 15-24 GB
+    # (an OOM kill), 4 at 5-9 GB and ran 15% faster (docs/training.md, "Memory")
+    micro_batch: int = 4
     epsilon: float = 0.2  # PPO clip range (both sides)
     beta: float = 0.0  # KL to the base model (k3); 0 skips the reference forward pass
     # CLPO's weights (METHODS.md §1; the paper's values are not public): L = w_dec·L_dec + w_rank·L_rank + β·KL − w_ent·H

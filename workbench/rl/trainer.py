@@ -431,8 +431,8 @@ def _optimise(
             ell = obj.length_normalised_logprob(sc.logp, sc.mask)
             rank = obj.plackett_luce_loss(ell, torch.tensor(s.rewards, device=ell.device))
             (t.w_rank * rank / len(slates)).backward()
-            totals["rank_loss"] += float(rank) / len(slates)
-            totals["loss"] += t.w_rank * float(rank) / len(slates)
+            totals["rank_loss"] += float(rank.detach()) / len(slates)
+            totals["loss"] += t.w_rank * float(rank.detach()) / len(slates)
     grad_norm = (
         float(
             torch.nn.utils.clip_grad_norm_(
