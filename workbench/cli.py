@@ -12,6 +12,7 @@ workbench train --recipe R [--set k=v ...]      RL on the coordinating role (mae
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -358,6 +359,12 @@ def _add_set(parser, help_text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Ctrl-C and the viewer's Cancel are SIGINT: keep the episodes so far, write the summary, stop.
+    # A process started in the background by a non-interactive shell (`cmd &`, nohup, some CI
+    # runners) inherits SIGINT *ignored*, and Python then installs no handler: cancel would do
+    # nothing. Restore the handler.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except _user_errors() as e:
