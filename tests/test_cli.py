@@ -1,6 +1,7 @@
 """The `workbench` command: bad input gives one line naming the input and the fix, exit 2, no files."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -153,3 +154,14 @@ def test_an_existing_run_folder_is_refused_before_the_model_loads(tmp_path, caps
     monkeypatch.setattr(workbench.models, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
     assert main(["eval", "--out", str(tmp_path / "run")]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_an_inherited_ignored_sigint_is_restored(tmp_path):
+    """`workbench ... &` from a script starts with SIGINT ignored; Ctrl-C and the viewer's Cancel
+    (SIGINT) must still stop it, so main() puts Python's handler back."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["app", "--runs", str(tmp_path / "missing")]) == 2  # fails fast: no such folder
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, old)
