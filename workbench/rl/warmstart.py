@@ -89,7 +89,7 @@ def conductor_plan(n_workers: int, max_steps: int, rng: random.Random) -> str:
     reason, subtasks, access = shapes[rng.randrange(len(shapes))]
     ids = [rng.randrange(n_workers) for _ in subtasks]
     text = (
-        f"Reasoning: {reason}\nmodel_id = {ids!r}\nsubtasks = {[s for s in subtasks]!r}\n"
+        f"Reasoning: {reason}\nmodel_id = {ids!r}\nsubtasks = {subtasks!r}\n"
         f"access_list = {access!r}".replace("'", '"')
     )
     parse_plan(text, n_workers, max_steps)  # a demonstration that does not parse is a bug here
