@@ -129,6 +129,40 @@ def test_warm_start_demonstrations_are_well_formed():
     assert set(shapes) == {1, 2, 3}
 
 
+def test_leader_demonstrations_with_mixed_pools_always_show_the_gold_answer():
+    """pool.mixed reaches the warm start: every leader trace then ends in an answer a peer gave."""
+    from workbench.protocols.leader import LeaderConfig
+    from workbench.rl.rollouts import PoolEntry
+    from workbench.rl.warmstart import demonstrations
+    from workbench.tasks import Task
+
+    class Chars:  # a character-level stand-in for the tokenizer: the demonstrations' text is what matters
+        eos_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    class Policy:
+        tokenizer = Chars()
+
+        def encode_chat(self, messages):
+            return [ord(c) for m in messages for c in m["content"]]
+
+    tasks = [Task(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(30)]
+
+    def answers(i):  # one right and five wrong pooled answers per question
+        right = [{"text": "", "extracted": str(i + 1), "correct": True}]
+        return right + [{"text": "", "extracted": str(i + 9 + j), "correct": False} for j in range(5)]
+
+    pool = {t.id: PoolEntry(t.id, answers(i)) for i, t in enumerate(tasks)}
+    cfg = LeaderConfig()
+    for mixed in (True, False):
+        demos = demonstrations("leader", tasks, pool, Policy(), cfg, seed=0, step=1, mixed=mixed)
+        matched = ["That matches member" in d.text for d in demos]
+        assert all(matched) if mixed else not all(matched)  # 1 right of 6: plain draws often miss it
+        assert all(d.text.endswith(f"<answer>{t.answer}</answer>") for d, t in zip(demos, tasks, strict=True))
+
+
 @pytest.mark.slow
 def test_loss_logprobs_equal_the_sampling_logprobs(smollm2_fp32):
     """The trainer's one-pass scores of sampled tokens equal the decode loop's log-probs (fp32)."""

@@ -89,8 +89,9 @@ def conductor_plan(n_workers: int, max_steps: int, rng: random.Random) -> str:
     reason, subtasks, access = shapes[rng.randrange(len(shapes))]
     ids = [rng.randrange(n_workers) for _ in subtasks]
     text = (
-        f"Reasoning: {reason}\nmodel_id = {ids!r}\nsubtasks = {subtasks!r}\n"
-        f"access_list = {access!r}".replace("'", '"')
+        f"Reasoning: {reason}\nmodel_id = {ids!r}\nsubtasks = {subtasks!r}\naccess_list = {access!r}".replace(
+            "'", '"'
+        )
     )
     parse_plan(text, n_workers, max_steps)  # a demonstration that does not parse is a bug here
     return text
@@ -104,8 +105,13 @@ def demonstrations(
     protocol_cfg,
     seed: int,
     step: int,
+    mixed: bool = False,
 ) -> list[Sample]:
-    """One demonstration per question, as Samples (prompt ids, target ids ending in EOS, reward 1)."""
+    """One demonstration per question, as Samples (prompt ids, target ids ending in EOS, reward 1).
+
+    ``mixed`` (``pool.mixed``): the leader's peer set holds a right and a wrong pooled answer, as in
+    the RL steps, so every trace ends in an answer one of the peers gave.
+    """
     if recipe not in RECIPES:
         raise ValueError(f"no warm start for recipe '{recipe}' (only {', '.join(RECIPES)})")
     tok = policy.tokenizer
@@ -113,7 +119,7 @@ def demonstrations(
     for q, task in enumerate(tasks):
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
         if recipe == "leader":
-            shown = draw_shown(pool[task.id].answers, shown_count(recipe, protocol_cfg), rng, mixed=False)
+            shown = draw_shown(pool[task.id].answers, shown_count(recipe, protocol_cfg), rng, mixed)
             messages = offline_messages(recipe, task, shown, protocol_cfg)
             target = leader_trace(task, shown)
         else:
