@@ -381,8 +381,11 @@ def _optimise(
         mb = samples[s0 : s0 + t.micro_batch]
         share = len(mb) / n
         prompts, completions = [s.prompt_ids for s in mb], [s.completion_ids for s in mb]
+        # SFT fits the model's own distribution (T = 1, what greedy decoding reads); the policy
+        # gradient scores the tokens under the distribution they were sampled from (train.temperature)
+        temperature = 1.0 if sft else t.temperature
         scores = completion_logprobs(
-            model, prompts, completions, temperature=t.temperature, pad_id=pad, with_entropy=True
+            model, prompts, completions, temperature=temperature, pad_id=pad, with_entropy=True
         )
         mask = scores.mask
         if t.objective == "clpo" and not sft:
