@@ -31,6 +31,11 @@ from workbench.tasks.verify import (
         ("Answer: 1,234", "1234"),
         ("Answer: $18.50", "18.5"),
         ("Answer: -3", "-3"),
+        ("The team's final answer is 8 - 3 = 5.", "5"),  # an equation after the marker: its result
+        ("Answer: 2 x 3 + 1 = 7", "7"),
+        ("The answer is 9 - 2 = 7 - 1 = 6", "6"),  # a chain: the last result
+        ("The answer is **4 + 4 = 8**", "8"),
+        ("The answer is 8 - 3", "8"),  # no '=': the number after the marker, as before
         ("7 - 9 = 1", "1"),  # a minus between numbers is an operator, not a sign
         ("7-9=-2", "-2"),
         ("(3+4)-2 is 5", "5"),

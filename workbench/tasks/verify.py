@@ -2,7 +2,8 @@
 
 `extract_number` reads a model's free text and returns the number it committed to, or None
 (a format failure). Preference order: an explicit marker ("Answer: 42", "the answer is 42",
-"#### 42", "\\boxed{42}"), the last one if several; otherwise the last number in the text.
+"#### 42", "\\boxed{42}"), the last one if several; otherwise the last number in the text. An
+equation right after the marker is read to its result ("the answer is 8 - 3 = 5" is 5).
 `numbers_equal` compares two numeric strings exactly for integers and fractions, with a small
 relative tolerance for decimals.
 """
@@ -21,10 +22,13 @@ from workbench.tasks.code import check_code, extract_code
 
 # A minus sign is a sign only when it does not follow a word or a closing bracket ("7-9" is 7 and 9).
 _NUM = r"(?:(?<![\w)\]])-)?[$€£]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?"
+# "8 - 3 = ", "2 x 3 + 1 = 7 - 1 = ": terms joined by operators, each chain ending in "=" (optional)
+_EQUATION = r"(?:" + _NUM + r"(?:\s*[-+*/×x÷]\s*" + _NUM + r")+\s*=\s*)*"
 _MARKERS = [
     re.compile(r"####\s*(" + _NUM + ")"),
     re.compile(r"\\boxed\{\s*(" + _NUM + r")\s*\}"),
-    re.compile(r"answer\s*(?:is|:|=)?\s*[:=]?\s*\**\s*(" + _NUM + ")", re.IGNORECASE),
+    # "the answer is 8 - 3 = 5" commits to 5, not 8: an equation after the marker is read to its result
+    re.compile(r"answer\s*(?:is|:|=)?\s*[:=]?\s*\**\s*" + _EQUATION + "(" + _NUM + ")", re.IGNORECASE),
 ]
 _ANY_NUM = re.compile(_NUM)
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
