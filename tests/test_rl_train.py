@@ -60,6 +60,7 @@ def test_built_in_recipes_load_and_validate():
         ("maestro", ["lora.rank=0"], "lora.rank"),
         ("maestro", ["train.warm_start=2"], "objective=sft"),
         ("leader", ["train.warm_start=-1"], "warm_start must be >= 0"),
+        ("leader", ["train.steps=0"], "or 0 with train.warm_start > 0"),
         ("maestro", ["colour=red"], "unknown top-level key"),
     ],
 )
@@ -70,6 +71,8 @@ def test_recipe_errors_name_the_key(recipe, overrides, message):
         TrainConfig.load("nope")
     with pytest.raises(ConfigError, match="online rollouts"):
         TrainConfig.load("conductor", ["train.rollout=offline"])
+    sft_only = TrainConfig.load("leader", ["train.steps=0", "train.warm_start=3"])  # MLPO's SFT stage alone
+    assert (sft_only.train.steps, sft_only.train.warm_start) == (0, 3)
 
 
 def test_rollback_moves_later_lines_aside_and_keeps_them(tmp_path):

@@ -69,9 +69,14 @@ class TrainSettings:
             raise ConfigError(f"train.rollout must be 'offline' or 'online', got '{self.rollout}'")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got '{self.schedule}'")
-        for name in ("steps", "questions", "group", "max_tokens", "micro_batch", "checkpoint_every"):
+        for name in ("questions", "group", "max_tokens", "micro_batch", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0 or self.steps + self.warm_start < 1:
+            raise ConfigError(
+                f"train.steps must be >= 1 (or 0 with train.warm_start > 0: supervised steps only), "
+                f"got steps={self.steps}, warm_start={self.warm_start}"
+            )
         if self.temperature <= 0:
             raise ConfigError("train.temperature must be > 0: GRPO needs sampled groups")
         if self.warm_start < 0:
