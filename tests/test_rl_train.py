@@ -132,6 +132,25 @@ def test_warm_start_demonstrations_are_well_formed():
     assert set(shapes) == {1, 2, 3}
 
 
+def test_eligible_questions_threshold_and_mixed():
+    from workbench.rl.rollouts import PoolEntry
+    from workbench.rl.trainer import eligible_questions
+    from workbench.tasks import Task
+
+    tasks = [Task(f"q{k}", "?", "1") for k in range(4)]
+    right, wrong = {"correct": True}, {"correct": False}
+    pool = {  # pooled accuracies 0, 0.5, 0.75, 1
+        "q0": PoolEntry("q0", [wrong] * 4),
+        "q1": PoolEntry("q1", [right, right, wrong, wrong]),
+        "q2": PoolEntry("q2", [right, right, right, wrong]),
+        "q3": PoolEntry("q3", [right] * 4),
+    }
+    assert eligible_questions(tasks, pool, 0.75, mixed=False) == [0, 1]  # MLPO: drop accuracy >= 0.75
+    assert eligible_questions(tasks, pool, 1.0, mixed=False) == [0, 1, 2, 3]  # 1.0 keeps every question
+    assert eligible_questions(tasks, pool, 1.0, mixed=True) == [1, 2]  # a right and a wrong answer
+    assert eligible_questions(tasks, {"q1": pool["q1"]}, 1.0, mixed=False) == [1]  # not pooled: not trained
+
+
 def test_leader_demonstrations_with_mixed_pools_always_show_the_gold_answer():
     """pool.mixed reaches the warm start: every leader trace then ends in an answer a peer gave."""
     from workbench.protocols.leader import LeaderConfig

@@ -187,13 +187,7 @@ def train(
             if not cfg.pool.path
             else read_pool(pool_path)
         )
-        eligible = [
-            i
-            for i, task in enumerate(train_tasks)
-            if task.id in pool
-            and pool[task.id].accuracy < cfg.pool.threshold
-            and (not cfg.pool.mixed or 0.0 < pool[task.id].accuracy < 1.0)
-        ]
+        eligible = eligible_questions(train_tasks, pool, cfg.pool.threshold, cfg.pool.mixed)
         if not eligible:
             raise ConfigError(
                 f"no training question left: every pooled accuracy is >= pool.threshold={cfg.pool.threshold}"
@@ -277,6 +271,19 @@ def _order(eligible: list[int], seed: int, epoch: int) -> list[int]:
     order = list(eligible)
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return order
+
+
+def eligible_questions(tasks, pool: dict, threshold: float, mixed: bool) -> list[int]:
+    """Indices of the training questions: pooled accuracy below ``threshold`` (MLPO drops what the
+    pool already gets right; ``threshold >= 1`` keeps every question) and, with ``mixed``, a pool
+    holding both a right and a wrong answer."""
+    return [
+        i
+        for i, task in enumerate(tasks)
+        if task.id in pool
+        and (threshold >= 1.0 or pool[task.id].accuracy < threshold)
+        and (not mixed or 0.0 < pool[task.id].accuracy < 1.0)
+    ]
 
 
 def warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step: int) -> dict[str, Any]:
