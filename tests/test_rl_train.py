@@ -214,6 +214,44 @@ def test_loss_logprobs_equal_the_sampling_logprobs(smollm2_fp32):
         assert (scores.entropy[b, :n] >= 0).all()
 
 
+@pytest.mark.slow
+def test_shared_prompt_pass_equals_the_padded_batch(smollm2_fp32):
+    """A group's prompt run once (KV cache indexed out to its samples) gives the same log-probs and
+    the same LoRA gradients as every sample padded into one batch (fp32, a random adapter)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from workbench.rl.policy import completion_logprobs
+
+    model = get_peft_model(
+        copy.deepcopy(smollm2_fp32.model),
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+        ),
+    )
+    tok = smollm2_fp32.tokenizer
+    short = tok("What is 2 + 3?")["input_ids"]
+    long = tok("Three friends share nine apples equally. How many apples does each friend get?")["input_ids"]
+    prompts = [short, long, short, long, short, long]  # two groups, interleaved as micro-batches may be
+    completions = [tok(t)["input_ids"] for t in ("5", "Each gets 3.", "It is 5, since 2 + 3 = 5.", "3")]
+    completions += [[], tok(" three apples")["input_ids"]]  # an empty completion scores nothing
+    scores, grads = [], []
+    for share in (True, False):
+        model.zero_grad()
+        out = completion_logprobs(
+            model, prompts, completions, temperature=0.9, pad_id=smollm2_fp32.pad_id, share_prompts=share
+        )
+        (out.logp * out.mask).sum().backward()
+        scores.append(out)
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    shared, padded = scores
+    assert torch.equal(shared.mask, padded.mask)
+    assert torch.allclose(shared.logp, padded.logp, atol=1e-4)
+    for a, b in zip(*grads, strict=True):
+        assert torch.isfinite(a).all() and (a - b).norm() <= 1e-4 * b.norm()  # fp32 summation order only
+
+
 def _train(tmp_path, recipe, extra):
     from workbench.rl.config import TrainConfig
     from workbench.rl.trainer import train

@@ -153,6 +153,57 @@ def _decoder_and_head(model):
     return inner.model, inner.lm_head
 
 
+def _shared_prompt_hidden(decoder, prompts, completions, pad_id: int, device) -> torch.Tensor:
+    """Hidden states that predict each completion token, (N, H) in sample-major order, with one
+    decoder pass per *distinct* prompt.
+
+    The distinct prompts run once, left-padded (explicit position ids, so positions start at 0
+    after the padding); their KV cache is indexed out to the samples (an autograd op: the
+    gradient of every sample flows back into the shared prompt pass); then the completions run on
+    it. The prompt's last position predicts completion token 0; completion position j predicts
+    token j + 1. A GRPO group of G samples pays for its prompt once instead of G times.
+    """
+    uniq: dict[tuple, int] = {}
+    owner = torch.tensor([uniq.setdefault(tuple(p), len(uniq)) for p in prompts], device=device)
+    width = max(len(p) for p in uniq)
+    ids_p = torch.full((len(uniq), width), pad_id, dtype=torch.long)
+    mask_p = torch.zeros((len(uniq), width), dtype=torch.long)
+    for u, p in enumerate(uniq):
+        ids_p[u, width - len(p) :] = torch.tensor(p)
+        mask_p[u, width - len(p) :] = 1
+    ids_p, mask_p = ids_p.to(device), mask_p.to(device)
+    out = decoder(
+        input_ids=ids_p,
+        attention_mask=mask_p,
+        position_ids=(mask_p.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+    )
+    first = out.last_hidden_state[:, -1][owner]  # (B, H): predicts completion token 0
+    longest = max(len(c) for c in completions)
+    if longest > 1:  # completion tokens 0..len-2 are inputs; the last one predicts nothing we score
+        cache = out.past_key_values
+        cache.batch_select_indices(owner)
+        ids_c = torch.full((len(prompts), longest - 1), pad_id, dtype=torch.long)
+        mask_c = torch.zeros((len(prompts), longest - 1), dtype=torch.long)
+        for b, c in enumerate(completions):
+            if len(c) > 1:
+                ids_c[b, : len(c) - 1] = torch.tensor(c[:-1])
+                mask_c[b, : len(c) - 1] = 1
+        start = torch.tensor([len(p) for p in prompts], device=device)[:, None]
+        rest = decoder(
+            input_ids=ids_c.to(device),
+            attention_mask=torch.cat([mask_p[owner], mask_c.to(device)], dim=1),
+            position_ids=start + torch.arange(longest - 1, device=device)[None, :],
+            past_key_values=cache,
+        ).last_hidden_state  # (B, longest - 1, H)
+        states = torch.cat([first[:, None], rest], dim=1)
+    else:
+        states = first[:, None]
+    rows = [b for b, c in enumerate(completions) for _ in c]
+    js = [j for c in completions for j in range(len(c))]
+    return states[torch.tensor(rows, device=device), torch.tensor(js, device=device)]
+
+
 @dataclass
 class TokenScores:
     """Per-token scores of completions, right-padded to (B, T)."""
@@ -172,31 +223,36 @@ def completion_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     chunk_tokens: int = 1024,
+    share_prompts: bool = True,
 ) -> TokenScores:
     """Log-probs (at ``temperature``) of each completion token given its prompt, one forward pass.
 
     Sequences are right-padded into one batch; the decoder runs once; only the hidden states at
     the positions that predict completion tokens go through the LM head, ``chunk_tokens`` rows
     at a time: memory ~ chunk_tokens × vocabulary, not batch × length × vocabulary.
+    ``share_prompts``: samples with the same prompt (a GRPO group) share one pass over it
+    (`_shared_prompt_hidden`); the numbers are the same, the prompt's cost is paid once per group.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     device = next(model.parameters()).device
-    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
-    width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(prompts), width), dtype=torch.long)
-    for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-        ids[b, : len(p) + len(c)] = torch.tensor(p + c)
-        attn[b, : len(p) + len(c)] = 1
-    ids, attn = ids.to(device), attn.to(device)
     decoder, head = _decoder_and_head(model)
-    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, W, H)
-    # position t predicts token t+1: completion token j of row b is predicted at len(p)+j-1
     rows = [b for b, c in enumerate(completions) for _ in c]
-    cols = [len(p) - 1 + j for p, c in zip(prompts, completions, strict=True) for j in range(len(c))]
     targets = torch.tensor([t for c in completions for t in c], device=device)
-    h = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # (N, H)
+    distinct = len({tuple(p) for p in prompts})
+    if share_prompts and distinct < len(prompts) and max(len(c) for c in completions) > 0:
+        h = _shared_prompt_hidden(decoder, prompts, completions, pad_id, device)
+    else:
+        width = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            ids[b, : len(p) + len(c)] = torch.tensor(p + c)
+            attn[b, : len(p) + len(c)] = 1
+        hidden = decoder(input_ids=ids.to(device), attention_mask=attn.to(device)).last_hidden_state
+        # position t predicts token t+1: completion token j of row b is predicted at len(p)+j-1
+        cols = [len(p) - 1 + j for p, c in zip(prompts, completions, strict=True) for j in range(len(c))]
+        h = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # (N, H)
     logps, ents = [], []
     for s in range(0, len(rows), chunk_tokens):
         logits = head(h[s : s + chunk_tokens]).float() / temperature  # (n, V)

@@ -381,6 +381,9 @@ def _optimise(
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0}
     n = len(samples)
+    # a GRPO group's prompt runs once (policy._shared_prompt_hidden); not under Unsloth, whose
+    # patched training forward is not known to take a KV cache with gradients (unverified: no GPU)
+    shared = not t.use_unsloth
     if sft:
         keep = [i for i, s in enumerate(samples) if s.correct]
         samples, n = [samples[i] for i in keep], len(keep)
@@ -392,7 +395,13 @@ def _optimise(
         # gradient scores the tokens under the distribution they were sampled from (train.temperature)
         temperature = 1.0 if sft else t.temperature
         scores = completion_logprobs(
-            model, prompts, completions, temperature=temperature, pad_id=pad, with_entropy=True
+            model,
+            prompts,
+            completions,
+            temperature=temperature,
+            pad_id=pad,
+            with_entropy=True,
+            share_prompts=shared,
         )
         mask = scores.mask
         if t.objective == "clpo" and not sft:
@@ -405,7 +414,12 @@ def _optimise(
             if t.beta > 0:
                 with adapter_disabled(model):  # the reference policy: the base model
                     ref = completion_logprobs(
-                        model, prompts, completions, temperature=t.temperature, pad_id=pad
+                        model,
+                        prompts,
+                        completions,
+                        temperature=t.temperature,
+                        pad_id=pad,
+                        share_prompts=shared,
                     ).logp
             out = obj.policy_loss(
                 scores.logp,
