@@ -153,9 +153,9 @@ def _decoder_and_head(model):
     return inner.model, inner.lm_head
 
 
-def _shared_prompt_hidden(decoder, prompts, completions, pad_id: int, device) -> torch.Tensor:
-    """Hidden states that predict each completion token, (N, H) in sample-major order, with one
-    decoder pass per *distinct* prompt.
+def _shared_prompt_states(decoder, prompts, completions, pad_id: int, device) -> torch.Tensor:
+    """(B, longest completion, H): at [b, j] the hidden state that predicts completion token j of
+    sample b, with one decoder pass per *distinct* prompt.
 
     The distinct prompts run once, left-padded (explicit position ids, so positions start at 0
     after the padding); their KV cache is indexed out to the samples (an autograd op: the
@@ -196,12 +196,8 @@ def _shared_prompt_hidden(decoder, prompts, completions, pad_id: int, device) ->
             position_ids=start + torch.arange(longest - 1, device=device)[None, :],
             past_key_values=cache,
         ).last_hidden_state  # (B, longest - 1, H)
-        states = torch.cat([first[:, None], rest], dim=1)
-    else:
-        states = first[:, None]
-    rows = [b for b, c in enumerate(completions) for _ in c]
-    js = [j for c in completions for j in range(len(c))]
-    return states[torch.tensor(rows, device=device), torch.tensor(js, device=device)]
+        return torch.cat([first[:, None], rest], dim=1)
+    return first[:, None]
 
 
 @dataclass
@@ -231,17 +227,19 @@ def completion_logprobs(
     the positions that predict completion tokens go through the LM head, ``chunk_tokens`` rows
     at a time: memory ~ chunk_tokens × vocabulary, not batch × length × vocabulary.
     ``share_prompts``: samples with the same prompt (a GRPO group) share one pass over it
-    (`_shared_prompt_hidden`); the numbers are the same, the prompt's cost is paid once per group.
+    (`_shared_prompt_states`); the numbers are the same, the prompt's cost is paid once per group.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     device = next(model.parameters()).device
     decoder, head = _decoder_and_head(model)
-    rows = [b for b, c in enumerate(completions) for _ in c]
+    # completion token j of sample r, for every token of every completion (sample-major order)
+    r = torch.tensor([b for b, c in enumerate(completions) for _ in c], device=device, dtype=torch.long)
+    j = torch.tensor([j for c in completions for j in range(len(c))], device=device, dtype=torch.long)
     targets = torch.tensor([t for c in completions for t in c], device=device)
     distinct = len({tuple(p) for p in prompts})
-    if share_prompts and distinct < len(prompts) and max(len(c) for c in completions) > 0:
-        h = _shared_prompt_hidden(decoder, prompts, completions, pad_id, device)
+    if share_prompts and distinct < len(prompts) and len(r):
+        h = _shared_prompt_states(decoder, prompts, completions, pad_id, device)[r, j]  # (N, H)
     else:
         width = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -250,11 +248,11 @@ def completion_logprobs(
             ids[b, : len(p) + len(c)] = torch.tensor(p + c)
             attn[b, : len(p) + len(c)] = 1
         hidden = decoder(input_ids=ids.to(device), attention_mask=attn.to(device)).last_hidden_state
-        # position t predicts token t+1: completion token j of row b is predicted at len(p)+j-1
-        cols = [len(p) - 1 + j for p, c in zip(prompts, completions, strict=True) for j in range(len(c))]
-        h = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # (N, H)
+        # position t predicts token t+1: completion token j of sample r is predicted at len(p)+j-1
+        prompt_len = torch.tensor([len(p) for p in prompts], device=device)
+        h = hidden[r, prompt_len[r] - 1 + j]  # (N, H)
     logps, ents = [], []
-    for s in range(0, len(rows), chunk_tokens):
+    for s in range(0, len(r), chunk_tokens):
         logits = head(h[s : s + chunk_tokens]).float() / temperature  # (n, V)
         lse = torch.logsumexp(logits, dim=-1)
         logps.append(logits.gather(1, targets[s : s + chunk_tokens, None]).squeeze(1) - lse)
@@ -266,15 +264,13 @@ def completion_logprobs(
     T = max((len(c) for c in completions), default=0)
     logp = torch.zeros((len(completions), max(T, 1)), device=device)
     mask = torch.zeros_like(logp)
-    r = torch.tensor(rows, device=device, dtype=torch.long)
-    j = torch.tensor([j for c in completions for j in range(len(c))], device=device, dtype=torch.long)
-    if len(rows):
+    if len(r):
         logp = logp.index_put((r, j), flat)
         mask[r, j] = 1.0
     entropy = None
     if with_entropy:
         entropy = torch.zeros_like(mask)
-        if len(rows):
+        if len(r):
             entropy = entropy.index_put((r, j), torch.cat(ents))
     return TokenScores(logp, mask, entropy)
 

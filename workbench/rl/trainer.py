@@ -381,7 +381,7 @@ def _optimise(
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0}
     n = len(samples)
-    # a GRPO group's prompt runs once (policy._shared_prompt_hidden); not under Unsloth, whose
+    # a GRPO group's prompt runs once (policy._shared_prompt_states); not under Unsloth, whose
     # patched training forward is not known to take a KV cache with gradients (unverified: no GPU)
     shared = not t.use_unsloth
     if sft:
