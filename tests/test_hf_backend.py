@@ -71,6 +71,22 @@ def test_generation_fields_and_logprobs_match_a_teacher_forced_pass(smollm2_fp32
     assert torch.equal(logits.argmax(-1), torch.tensor(g.token_ids))
 
 
+def test_the_lm_head_only_sees_contiguous_rows(smollm2):
+    # A non-contiguous (B, 1, H) slice of the hidden states made torch's CPU bf16 `linear` expand the
+    # lm_head weight per row: 3.5 GB and 3.8 s for one prefill of 64 rows (docs/training.md, Speed).
+    seen = []
+    head = smollm2.model.get_output_embeddings()
+    hook = head.register_forward_pre_hook(
+        lambda _m, args: seen.append((args[0].is_contiguous(), args[0].shape))
+    )
+    try:
+        smollm2.generate([req(p, max_tokens=3) for p in PROMPTS])
+    finally:
+        hook.remove()
+    assert seen and all(ok for ok, _ in seen), seen
+    assert seen[0][1][:2] == (3, 1)  # the prefill computes one position per row
+
+
 def test_end_of_turn_stops_with_reason_stop(smollm2):
     (g,) = smollm2.generate([req("Say hello.", max_tokens=200)])
     assert g.finish_reason == "stop" and g.completion_tokens < 200

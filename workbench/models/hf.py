@@ -227,13 +227,17 @@ class HFBackend:
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
         cache = DynamicCache()
-        out = self.model(  # only the last position's logits are computed
+        # Only the last position's logits are computed. It is kept by an index tensor, not by
+        # `logits_to_keep=1`: that slices the hidden states to a non-contiguous (B, 1, H) view, on
+        # which torch's CPU `linear` (bf16, torch 2.13) expands the (V, H) lm_head weight per row:
+        # 3.5 GB and 3.8 s for 64 rows of SmolLM2, against 7 MB and 6 ms on a contiguous copy.
+        out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=torch.tensor([width - 1], device=self.device),
         )
         return _Batch(list(rows), cache, mask, pos[:, -1], out.logits[:, -1, :])
 
