@@ -227,17 +227,19 @@ class HFBackend:
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
         cache = DynamicCache()
-        # Only the last position's logits are computed. It is kept by an index tensor, not by
-        # `logits_to_keep=1`: that slices the hidden states to a non-contiguous (B, 1, H) view, on
-        # which torch's CPU `linear` (bf16, torch 2.13) expands the (V, H) lm_head weight per row:
-        # 3.5 GB and 3.8 s for 64 rows of SmolLM2, against 7 MB and 6 ms on a contiguous copy.
+        # Only the last position's logits are computed. On CPU it is kept by an index tensor, not
+        # by `logits_to_keep=1`: that slices the hidden states to a non-contiguous (B, 1, H) view,
+        # on which torch's CPU `linear` (bf16, torch 2.13) expands the (V, H) lm_head weight per
+        # row: 3.5 GB and 3.8 s for 64 rows of SmolLM2, against 7 MB and 6 ms on a contiguous copy.
+        # Elsewhere the plain int, which every forward (Unsloth's patched ones too) understands.
+        keep = torch.tensor([width - 1], device=self.device) if self.device.type == "cpu" else 1
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=torch.tensor([width - 1], device=self.device),
+            logits_to_keep=keep,
         )
         return _Batch(list(rows), cache, mask, pos[:, -1], out.logits[:, -1, :])
 
