@@ -2,7 +2,9 @@
 
 Every piece of text that comes from a run file goes through ``esc`` (``html.escape``), so a
 transcript that contains ``<script>`` or ``<img onerror=...>`` shows those characters and runs
-nothing. The markup is self-contained (one scoped ``<style>``), so the same strings display in
+nothing. Episodes are read through ``coerce_episode``, so a field of the wrong type shows as a
+default instead of raising; very long transcripts are cut (MAX_MESSAGES, MAX_CONTENT) and say so.
+The markup is self-contained (one scoped ``<style>``), so the same strings display in
 Gradio's ``gr.HTML`` and in a notebook's ``IPython.display.HTML``.
 """
 
@@ -12,7 +14,10 @@ from collections import defaultdict
 from typing import Any
 
 from workbench.viewer.figures import display_labels, esc, node_verdicts, role_colour
-from workbench.viewer.store import ADVANTAGE, TRAIN_STEP
+from workbench.viewer.store import ADVANTAGE, TRAIN_STEP, coerce_episode
+
+MAX_MESSAGES = 400  # messages shown in one transcript (the rest are counted)
+MAX_CONTENT = 20_000  # characters of one message shown
 
 STYLE = """<style>
 .wb-view {font-family: ui-sans-serif, system-ui, sans-serif; font-size: 14px; color: #111827;}
@@ -52,14 +57,15 @@ def transcript_html(episode: dict[str, Any] | None) -> str:
         return (
             f'{STYLE}<div class="wb-view"><div class="wb-notice wb-info">No episode to show yet.</div></div>'
         )
+    episode, _ = coerce_episode(episode)
     verdict = node_verdicts(episode)
     labels = {
         n["id"]: n for n in (episode.get("graph") or {}).get("nodes", []) if isinstance(n, dict) and "id" in n
     }
     names = display_labels(list(labels.values()))
     by_sender: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for m in episode["messages"]:
-        by_sender[str(m["sender"])].append(m)
+    for m in episode["messages"][:MAX_MESSAGES]:
+        by_sender[m["sender"]].append(m)
     order = [n for n in labels if n in by_sender] + [s for s in by_sender if s not in labels]
     outcome = (
         '<span class="wb-none">format failure</span>'
@@ -101,11 +107,15 @@ def transcript_html(episode: dict[str, Any] | None) -> str:
                 '<div class="wb-msg">'
                 f'<div class="wb-meta">round {esc(m.get("round"))} → {esc(to)} · '
                 f"{esc(m.get('completion_tokens'))} tokens{finish}</div>"
-                f'<pre class="wb-text">{esc(m.get("content"))}</pre></div>'
+                f'<pre class="wb-text">{esc(m.get("content"), MAX_CONTENT)}</pre></div>'
             )
         parts.append("</section>")
     if not by_sender:
         parts.append('<div class="wb-notice">This episode has no messages.</div>')
+    if len(episode["messages"]) > MAX_MESSAGES:
+        parts.append(
+            f'<div class="wb-notice">… and {len(episode["messages"]) - MAX_MESSAGES} more messages, not shown.</div>'
+        )
     parts.append("</div>")
     return "".join(parts)
 

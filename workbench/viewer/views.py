@@ -22,9 +22,13 @@ from workbench.viewer.store import (
     RunAccessError,
     RunInfo,
     RunsRoot,
+    _count,
+    _number,
     counters,
     filter_entries,
     load_run_info,
+    parse_json,
+    read_small,
 )
 
 EPISODE_COLUMNS = ["#", "item", "question", "answer", "gold", "outcome", "gens", "tokens"]
@@ -80,7 +84,7 @@ class Viewer:
         with lock:
             tail.poll()
             entries = list(tail.entries)
-            problems = list(info.problems) + [f"episodes.jsonl {p}" for p in tail.problems]
+            problems = list(info.problems) + [f"episodes.jsonl: {p}" for p in tail.summary_problems()]
             torn = tail.torn_tail()
         if torn and info.status != "running":
             problems.append(f"episodes.jsonl {torn}")
@@ -98,10 +102,16 @@ class Viewer:
         for ref in self.root.list_runs():
             try:
                 snap = self.snapshot(ref.name)
+                c = counters(snap.entries, snap.info.planned)
             except RunAccessError as e:  # e.g. a link that leads outside the root
                 rows.append([ref.name, f"refused: {e}", "", "", "", 0, "", "", ""])
                 continue
-            c = counters(snap.entries, snap.info.planned)
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
+                # one run that cannot be read never hides the others (nor stops the app's start-up)
+                rows.append(
+                    [ref.name, f"unreadable: {type(e).__name__}: {str(e)[:200]}", "", "", "", 0, "", "", ""]
+                )
+                continue
             acc = f"{c['accuracy']:.3f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]" if c["n"] else "–"
             done = f"{c['n']}" + (f"/{c['planned']}" if c["planned"] and c["planned"] != c["n"] else "")
             status = snap.info.status + (f" ({len(snap.problems)} problem(s))" if snap.problems else "")
@@ -125,7 +135,12 @@ class Viewer:
         """Counters, the newest episode's topology and transcript, running accuracy, notices."""
         snap = self.snapshot(name)
         c = counters(snap.entries, snap.info.planned)
-        latest = self._tails[snap.name].episode(snap.n - 1) if snap.n else None
+        latest = None
+        if snap.n:
+            try:
+                latest = self._tails[snap.name].episode(snap.n - 1)
+            except RunAccessError as e:
+                snap.problems.append(str(e))
         title = None
         if latest is not None:
             verdict = (
@@ -207,31 +222,43 @@ class Viewer:
     def analysis(self, name: str) -> dict[str, Any]:
         """The figures of the run's analysis.json (written by `workbench analyze`), the same ones
         analysis.html holds, and notices; an info notice says how to make it when there is none."""
-        import json
-
         from workbench.analysis.figures import run_figures
 
         snap = self.snapshot(name)
         path = self.root.file(snap.name, ANALYSIS_FILE)
-        if not path.is_file():
+        text, problem = read_small(path, ANALYSIS_FILE)
+        if text is None and problem is None:
             msg = f"No analysis yet for {snap.name}: run  workbench analyze {path.parent}  and refresh."
             return {"figures": {}, "notices": notices_html([msg], "info"), "headline": ""}
         try:
-            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            if problem:
+                raise ValueError(problem)
+            data = parse_json(text)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
             figures = run_figures(data)
-        except (ValueError, KeyError, TypeError) as e:
-            msg = f"{snap.name}/{ANALYSIS_FILE} cannot be read ({type(e).__name__}: {e}); run workbench analyze again"
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            RecursionError,
+            ZeroDivisionError,
+        ) as e:
+            msg = f"{snap.name}/{ANALYSIS_FILE} cannot be read ({type(e).__name__}: {str(e)[:200]}); run workbench analyze again"
             return {"figures": {}, "notices": notices_html([msg], "error"), "headline": ""}
-        notes = [str(p) for p in data.get("problems") or []]
-        if snap.n != data.get("n"):
-            notes.append(
-                f"the analysis covers {data.get('n')} episodes; the run now has {snap.n}: analyse it again"
-            )
-        acc = (data.get("accuracy") or {}).get("mean")
-        head = f"{esc(data.get('protocol'))} on {esc(data.get('task'))}: {data.get('n')} episodes"
-        head += f", accuracy {acc:.3f}" if isinstance(acc, int | float) else ""
+        problems = data.get("problems")
+        notes = (
+            [str(p)[:400] for p in problems[:50] if isinstance(p, str)] if isinstance(problems, list) else []
+        )
+        n = data.get("n") if _count(data.get("n")) is not None else "?"
+        if snap.n != n:
+            notes.append(f"the analysis covers {n} episodes; the run now has {snap.n}: analyse it again")
+        accuracy = data.get("accuracy")
+        acc = _number(accuracy.get("mean")) if isinstance(accuracy, dict) else None
+        head = f"{esc(data.get('protocol'), 80)} on {esc(data.get('task'), 80)}: {n} episodes"
+        head += f", accuracy {acc:.3f}" if acc is not None else ""
         return {"figures": figures, "notices": notices_html(notes), "headline": head}
 
 
