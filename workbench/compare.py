@@ -29,7 +29,6 @@ wall time per query, format failures, and the exact McNemar test against the ref
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,16 @@ from workbench.config import ConfigError, from_dict, merge, to_dict
 from workbench.episode import Episode
 from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, load_models, run_eval
 from workbench.protocols import PROTOCOLS
-from workbench.runs import default_root, read_episodes
+from workbench.runs import (
+    DirLock,
+    atomic_write,
+    claim_run_dir,
+    default_root,
+    manifest,
+    read_episodes,
+    read_json,
+    write_json,
+)
 from workbench.tasks import TaskConfig, load_tasks
 
 MATCH_MODES = ("generations", "tokens", "none")
@@ -79,9 +87,18 @@ class CompareConfig:
         for name, opts in self.options.items():
             if name not in self.protocols:
                 raise ConfigError(f"options.{name}: '{name}' is not among the compared protocols")
-            ProtocolConfig(name, opts)  # validates the keys now
+            if not isinstance(opts, dict):
+                raise ConfigError(
+                    f"options.{name} is a section; set its keys, e.g. --set options.{name}.KEY=VALUE"
+                )
+            try:
+                ProtocolConfig(name, opts)  # validates the keys now
+            except ConfigError as e:
+                raise ConfigError(f"options.{name}: {e}") from None
         if not self.seeds:
-            raise ConfigError("seeds must list at least one seed")
+            raise ConfigError("seeds must list at least one seed (e.g. --seeds 0,1,2)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds listed twice: {', '.join(map(str, self.seeds))}; list each seed once")
         if not 0 <= self.tolerance < 1:
             raise ConfigError(f"tolerance must be in [0, 1), got {self.tolerance}")
 
@@ -98,8 +115,8 @@ class CompareConfig:
                 data[section][name] = top.pop(key)
         if isinstance(top.get("protocols"), str):
             top["protocols"] = [p.strip() for p in top["protocols"].split(",") if p.strip()]
-        if isinstance(top.get("seeds"), str | int):
-            top["seeds"] = [int(s) for s in str(top["seeds"]).split(",") if s.strip()]
+        if isinstance(top.get("seeds"), int):
+            top["seeds"] = [top["seeds"]]  # a string ("0,1,2") is split and checked by the loader
         data.update({k: v for k, v in top.items() if v is not None})
         data = merge(data, overrides or {})
         task = TaskConfig.from_flat(data.pop("task"))
@@ -199,7 +216,9 @@ def run_compare(
 
     ``resume``: continue an interrupted comparison in ``cmp.out``: a protocol × seed run that
     finished with exactly the configuration it would get now is read back instead of re-run; an
-    unfinished one is moved aside (``<dir>.unfinished-<time>``, nothing deleted) and run again.
+    unfinished one is moved aside (``<dir>.unfinished-<time>``, nothing deleted) and run again;
+    the same holds for the pilot runs of ``match=tokens``. The comparison folder is locked while
+    a process writes it: a second compare (or resume) on it is refused.
     """
     tasks = load_tasks(cmp.task)
     root = Path(runs_root) if runs_root is not None else default_root()
@@ -212,10 +231,32 @@ def run_compare(
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"{out} already holds files; choose another --out, or --resume to continue it")
     backends = load_models(EvalConfig(model=cmp.model), backend)
+    if resume:
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = claim_run_dir(out, fresh_name=not cmp.out)
+    lock = DirLock(out, "comparison")
+    try:
+        write_json(
+            out / "manifest.json",
+            manifest(
+                "compare",
+                {"seeds": list(cmp.seeds), "task_seed": cmp.task.seed},
+                {"default": cmp.model.name},
+                config=to_dict(cmp),
+                code_tasks=any(t.verifier == "code" for t in tasks.tasks),
+            ),
+        )
+        return _run_compare(cmp, tasks, backends, out, progress, resume)
+    finally:
+        lock.release()
+
+
+def _run_compare(cmp, tasks, backends, out: Path, progress: bool, resume: bool) -> CompareResult:
     plans = plan_generations(cmp)
     pilot = {}
     if cmp.match == "tokens":
-        plans, pilot = _match_tokens(cmp, plans, backends, out, progress)
+        plans, pilot = _match_tokens(cmp, plans, backends, out, progress, resume)
     by_protocol: dict[str, list] = {p.protocol: [] for p in plans}
     for plan in plans:
         for seed in cmp.seeds:
@@ -242,9 +283,8 @@ def run_compare(
         "pilot": pilot,
         "rows": rows,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(report, indent=2))
-    (out / "comparison.txt").write_text(table + "\n")
+    write_json(out / "comparison.json", report)
+    atomic_write(out / "comparison.txt", table + "\n")
     return CompareResult(out, rows, table, plans)
 
 
@@ -255,12 +295,16 @@ def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
     if not run_dir.exists():
         return None
     try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        saved, summary = None, {}
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
+        saved = None
+    summary = read_json(run_dir / "summary.json")
+    summary = summary if isinstance(summary, dict) else {}
     same = isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "backends"} == to_dict(cfg)
-    episodes = [Episode.from_dict(d) for d in read_episodes(run_dir).episodes]
+    read = read_episodes(run_dir)
+    for problem in read.problems[:5]:
+        print(f"compare: {problem}", file=sys.stderr)
+    episodes = [Episode.from_dict(d) for d in read.episodes]
     if same and not summary.get("interrupted") and len(episodes) == summary.get("n") == n_items:
         return EvalResult(run_dir, summary, sorted(episodes, key=lambda e: e.index))
     aside = run_dir.with_name(f"{run_dir.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -270,14 +314,16 @@ def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
     return None
 
 
-def _match_tokens(cmp, plans, backends, out, progress):
-    """Pilot on dev items: measure tokens/query at the generations match, rescale each target."""
+def _match_tokens(cmp, plans, backends, out, progress, resume=False):
+    """Pilot on dev items: measure tokens/query at the generations match, rescale each target
+    (``resume``: a pilot run that finished with the same configuration is read back)."""
     pilot_task = replace(cmp.task, split="dev", limit=cmp.pilot_items)
     tasks = load_tasks(pilot_task)
     measured = {}
     for plan in plans:
         cfg = _eval_config(cmp, plan, cmp.seeds[0], pilot_task, out / "pilot" / plan.protocol)
-        s = run_eval(cfg, backend=backends, tasks=tasks, progress=progress).summary
+        done = _finished_run(cfg, len(tasks.tasks)) if resume else None
+        s = (done or run_eval(cfg, backend=backends, tasks=tasks, progress=progress)).summary
         measured[plan.protocol] = {
             "generations_per_query": s["calls_per_query"],
             "tokens_per_query": s["prompt_tokens_per_query"] + s["completion_tokens_per_query"],

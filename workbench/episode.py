@@ -101,39 +101,120 @@ class Episode:
     def from_dict(cls, d: dict[str, Any]) -> Episode:
         validate(d)
         d = dict(d)
-        d["messages"] = [Message(**m) for m in d["messages"]]
-        d["usage"] = Usage(**d["usage"])
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d["messages"] = [Message(**_known(Message, m)) for m in d["messages"]]
+        d["usage"] = Usage(**_known(Usage, d["usage"]))
+        return cls(**_known(cls, d))
+
+
+def _known(cls, d: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``d`` that are fields of ``cls`` (a newer writer may add fields)."""
+    return {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_opt_str(x: Any) -> bool:
+    return x is None or isinstance(x, str)
 
 
 def validate(d: Any) -> None:
-    """Raise EpisodeFormatError naming the first field that breaks the schema."""
+    """Raise EpisodeFormatError naming the first field that breaks the schema.
+
+    Types are checked all the way down (what a reader then indexes, sums or prints is what the
+    schema says), so a line that passes never raises in summarize, the viewer or the analyses."""
     if not isinstance(d, dict):
         raise EpisodeFormatError(f"an episode is a JSON object, got {type(d).__name__}")
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise EpisodeFormatError(f"episode missing field(s): {', '.join(missing)}")
-    if not str(d["schema"]).startswith("workbench.episode/"):
-        raise EpisodeFormatError(f"unknown schema {d['schema']!r}")
+    if not isinstance(d["schema"], str) or not d["schema"].startswith("workbench.episode/"):
+        raise EpisodeFormatError(f"unknown schema {str(d['schema'])[:80]!r}")
     if d["schema"] != SCHEMA:
-        raise EpisodeFormatError(f"schema {d['schema']!r} is not {SCHEMA!r}; this workbench cannot read it")
+        raise EpisodeFormatError(
+            f"schema {d['schema'][:80]!r} is not {SCHEMA!r}; this workbench cannot read it"
+        )
+    for key in ("episode_id", "task_id", "protocol", "question"):
+        if not isinstance(d[key], str):
+            raise EpisodeFormatError(f"'{key}' must be a string, got {type(d[key]).__name__}")
+    if not (_is_opt_str(d["gold"]) or _is_number(d["gold"])):
+        raise EpisodeFormatError(f"'gold' must be a string, got {type(d['gold']).__name__}")
+    if not _is_opt_str(d["final_answer"]):
+        raise EpisodeFormatError(
+            f"'final_answer' must be a string or null, got {type(d['final_answer']).__name__}"
+        )
     if not isinstance(d["correct"], bool) or not isinstance(d["format_failure"], bool):
         raise EpisodeFormatError("'correct' and 'format_failure' must be booleans")
-    if not isinstance(d["reward"], int | float):
+    if not _is_number(d["reward"]):
         raise EpisodeFormatError("'reward' must be a number")
-    for m in d["messages"]:
-        if not isinstance(m, dict) or any(k not in m for k in MESSAGE_FIELDS):
-            raise EpisodeFormatError(f"a message lacks one of {', '.join(MESSAGE_FIELDS)}")
+    for key in ("index", "seed"):
+        if key in d and not _is_int(d[key]):
+            raise EpisodeFormatError(f"'{key}' must be an integer, got {type(d[key]).__name__}")
+    if "meta" in d and not isinstance(d["meta"], dict):
+        raise EpisodeFormatError(f"'meta' must be an object, got {type(d['meta']).__name__}")
+    _validate_messages(d["messages"])
+    if not isinstance(d["events"], list):
+        raise EpisodeFormatError("'events' must be a list")
     for e in d["events"]:
         if not isinstance(e, dict) or "ts" not in e or "type" not in e:
             raise EpisodeFormatError("every event needs 'ts' and 'type'")
-    g = d["graph"]
+        if not _is_number(e["ts"]) or not isinstance(e["type"], str):
+            raise EpisodeFormatError("an event's 'ts' must be a number and its 'type' a string")
+    _validate_graph(d["graph"])
+    u = d["usage"]
+    if not isinstance(u, dict) or any(k not in u for k in USAGE_FIELDS):
+        raise EpisodeFormatError(f"'usage' needs {', '.join(USAGE_FIELDS)}")
+    for k in USAGE_FIELDS:
+        if not _is_number(u[k]):
+            raise EpisodeFormatError(f"'usage.{k}' must be a number, got {type(u[k]).__name__}")
+
+
+def _validate_messages(messages: Any) -> None:
+    if not isinstance(messages, list):
+        raise EpisodeFormatError("'messages' must be a list")
+    for m in messages:
+        if not isinstance(m, dict) or any(k not in m for k in MESSAGE_FIELDS):
+            raise EpisodeFormatError(f"a message lacks one of {', '.join(MESSAGE_FIELDS)}")
+        for k in ("id", "round", "completion_tokens"):
+            if not _is_int(m[k]):
+                raise EpisodeFormatError(f"a message's '{k}' must be an integer, got {type(m[k]).__name__}")
+        if "prompt_tokens" in m and not _is_int(m["prompt_tokens"]):
+            raise EpisodeFormatError("a message's 'prompt_tokens' must be an integer")
+        for k in ("sender", "role", "content"):
+            if not isinstance(m[k], str):
+                raise EpisodeFormatError(f"a message's '{k}' must be a string, got {type(m[k]).__name__}")
+        if not isinstance(m["receivers"], list) or not all(isinstance(r, str) for r in m["receivers"]):
+            raise EpisodeFormatError("a message's 'receivers' must be a list of strings")
+        for k in ("extracted", "finish_reason"):
+            if not _is_opt_str(m.get(k)):
+                raise EpisodeFormatError(f"a message's '{k}' must be a string or null")
+
+
+def _validate_graph(g: Any) -> None:
     if (
         not isinstance(g, dict)
         or not isinstance(g.get("nodes"), list)
         or not isinstance(g.get("edges"), list)
     ):
         raise EpisodeFormatError("'graph' needs 'nodes' and 'edges' lists")
-    if not isinstance(d["usage"], dict) or any(k not in d["usage"] for k in USAGE_FIELDS):
-        raise EpisodeFormatError(f"'usage' needs {', '.join(USAGE_FIELDS)}")
+    for n in g["nodes"]:
+        if not isinstance(n, dict) or not isinstance(n.get("id"), str):
+            raise EpisodeFormatError("every graph node must be an object with a string 'id'")
+        if not (_is_opt_str(n.get("role")) and _is_opt_str(n.get("label"))):
+            raise EpisodeFormatError("a graph node's 'role' and 'label' must be strings")
+    for e in g["edges"]:
+        if (
+            not isinstance(e, dict)
+            or not isinstance(e.get("source"), str)
+            or not isinstance(e.get("target"), str)
+        ):
+            raise EpisodeFormatError("every graph edge must be an object with string 'source' and 'target'")
+        if "round" in e and not _is_int(e["round"]):
+            raise EpisodeFormatError("a graph edge's 'round' must be an integer")
+        if e.get("message_id") is not None and not _is_int(e["message_id"]):
+            raise EpisodeFormatError("a graph edge's 'message_id' must be an integer or null")

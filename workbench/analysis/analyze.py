@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.analysis import coverage as cov
 from workbench.analysis import credit
 from workbench.analysis.conductor import conductor_analysis
@@ -31,7 +29,7 @@ from workbench.analysis.diversity import Embedder, run_diversity
 from workbench.analysis.pools import Judge, rounds
 from workbench.analysis.stats import mean_ci, paired_bootstrap, paired_outcomes, seed_aggregate
 from workbench.config import ConfigError
-from workbench.runs import atomic_write, read_episodes
+from workbench.runs import atomic_write, read_config, read_episodes
 
 ANALYSIS_FILE = "analysis.json"
 
@@ -51,17 +49,15 @@ class AnalyzeOptions:
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        cfg = {}
-    task = (cfg.get("task") or {}).get("name", "?")
-    protocol = (cfg.get("protocol") or {}).get("name", "?")
+    cfg = read_config(run_dir / "config.yaml") or {}
+    section = lambda key: cfg[key] if isinstance(cfg.get(key), dict) else {}  # noqa: E731
+    name = lambda key, default: str(section(key).get("name", default))  # noqa: E731
+    seed = cfg.get("seed", 0)
     return {
-        "task": task,
-        "protocol": protocol,
-        "seed": cfg.get("seed", 0),
-        "model": (cfg.get("model") or {}).get("name"),
+        "task": name("task", "?"),
+        "protocol": name("protocol", "?"),
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+        "model": section("model").get("name") if isinstance(section("model").get("name"), str) else None,
     }
 
 

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.tasks.base import Task, data_dir
 
 SYNTH_PROTOCOLS = ("vote", "debate", "moa", "maestro", "maestro_gen", "leader")
@@ -67,9 +65,10 @@ class Judge:
         from workbench.tasks import TaskConfig, TaskError, load_tasks
 
         cfg_path = Path(run_dir) / "config.yaml"
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
+        from workbench.runs import read_config
+
+        cfg = read_config(cfg_path)
+        if cfg is None:
             return cls()
         task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
         family = str(task.get("name", "arithmetic")).split(":")[0]

@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.analysis.credit import (
     Coalition,
     aggregate_credit,
@@ -63,11 +61,12 @@ class ReplaySetup:
         from workbench.evaluate import ProtocolConfig
 
         path = Path(run_dir) / "config.yaml"
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read {path} ({e}); replay needs the run's config.yaml") from None
-        proto = data.get("protocol") or {}
+        from workbench.runs import read_config
+
+        data = read_config(path)
+        if data is None:
+            raise ConfigError(f"cannot read {path} as a YAML mapping; replay needs the run's config.yaml")
+        proto = data.get("protocol") if isinstance(data.get("protocol"), dict) else {}
         if proto.get("name") not in REPLAYABLE:
             raise ConfigError(
                 f"{run_dir}: protocol {proto.get('name')!r} has no model synthesiser to replay "
@@ -159,20 +158,21 @@ class ReplayCache:
         self.path = Path(path) if path else None
         self.data: dict[str, str] = {}
         if self.path and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
+            from workbench.runs import read_jsonl
+
+            for row in read_jsonl(self.path).rows:
+                if isinstance(row.get("key"), str) and isinstance(row.get("text"), str):
                     self.data[row["key"]] = row["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
 
     def add(self, rows: dict[str, str]) -> None:
         self.data.update(rows)
         if self.path and rows:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
+            from workbench.runs import JsonlLog
+
+            with JsonlLog(self.path) as log:
                 for k, t in rows.items():
-                    f.write(json.dumps({"key": k, "text": t}) + "\n")
+                    log.append({"key": k, "text": t})
 
 
 def replay_credit(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from workbench.runs import read_jsonl
 
 CURVES = (
     ("reward", "reward (mean over samples)"),
@@ -19,21 +20,43 @@ CURVES = (
 )
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """metrics.jsonl as a list of rows (a torn last line is skipped)."""
-    rows = []
-    path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
+def _check_row(row: dict[str, Any]) -> None:
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise ValueError("a row without an integer 'step'")
+    bad = [k for k, _ in CURVES if row.get(k) is not None and not _is_number(row[k])]
+    if bad:
+        raise ValueError(f"'{bad[0]}' is not a number")
 
 
-def read_evals(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "evals.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_eval(row: dict[str, Any]) -> None:
+    _check_row(row)
+    ci = row.get("ci95")
+    if not _is_number(row.get("accuracy")) or not (
+        isinstance(ci, list) and len(ci) == 2 and all(_is_number(c) for c in ci)
+    ):
+        raise ValueError("an evaluation row needs a numeric 'accuracy' and 'ci95' [lo, hi]")
+
+
+def read_metrics(run_dir: str | Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """metrics.jsonl as a list of rows; a torn or malformed line is skipped (and named in
+    ``problems`` when given)."""
+    read = read_jsonl(Path(run_dir) / "metrics.jsonl", check=_check_row, missing_ok=True)
+    if problems is not None:
+        problems += read.problems
+    return read.rows
+
+
+def read_evals(run_dir: str | Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """evals.jsonl as a list of rows (malformed lines skipped, as in read_metrics)."""
+    read = read_jsonl(Path(run_dir) / "evals.jsonl", check=_check_eval, missing_ok=True)
+    if problems is not None:
+        problems += read.problems
+    return read.rows
 
 
 def curves_figure(run_dir: str | Path, smooth: int = 5):

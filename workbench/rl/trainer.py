@@ -19,7 +19,13 @@ What a run folder holds (``runs/<time>-train-<recipe>/``)::
 
 Resume (``train(..., resume=RUN_DIR)`` / ``workbench train --resume RUN_DIR``) restores the latest
 checkpoint and continues the same run; metric and episode lines written after that checkpoint
-(by the steps that are redone) are moved to ``*.after-step-N.jsonl``, never deleted.
+(by the steps that are redone) are moved to ``*.after-step-N.jsonl``, never deleted. A run killed
+before its first checkpoint rolls back to step 0 the same way (nothing is counted twice), and so
+do the episodes of an evaluation that did not finish. The folder is locked (``.lock``, flock)
+while a process trains in it: a second ``--resume`` is refused. ``manifest.json`` holds the
+resolved config's hash: an edited config.yaml is refused with the list of differences, or, with
+``allow_config_change``, applied in full (the optimiser's lr and weight decay and the schedule are
+re-derived from it after the checkpoint's state is loaded, which would otherwise restore the old lr).
 """
 
 from __future__ import annotations
@@ -58,50 +64,147 @@ from workbench.rl.rollouts import (
     trainee_team,
 )
 from workbench.rl.warmstart import demonstrations
-from workbench.runs import RunDirError, default_root
+from workbench.runs import (
+    DirLock,
+    JsonlLog,
+    RunDirError,
+    atomic_write,
+    claim_run_dir,
+    config_hash,
+    default_root,
+    manifest,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_yaml,
+)
 from workbench.tasks import load_tasks
 
 
-# ---------------------------------------------------------------- append-only logs
-class JsonlLog:
-    """An append-only JSONL file, flushed and fsynced per line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = open(path, "a", encoding="utf-8")
-
-    def append(self, row: dict[str, Any]) -> None:
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-
+# ---------------------------------------------------------------- append-only logs (workbench.runs.JsonlLog)
 def rollback(path: Path, step: int, step_of) -> int:
     """Move the lines of ``path`` whose step is > ``step`` to ``<path>.after-step-<step>.jsonl``.
 
-    ``step_of(row)`` gives a line's step (None keeps it). A torn last line is moved too. Returns
-    how many lines were moved.
+    ``step_of(row)`` gives a line's step (None keeps it; math.inf always moves it). A torn,
+    binary, too deeply nested or otherwise malformed line is moved too. Returns how many lines
+    were moved. The aside file is made durable before the log is replaced without them.
     """
     if not path.exists():
         return 0
     keep, moved = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
+            continue
         try:
-            s = step_of(json.loads(line))
-        except ValueError:
+            row = json.loads(raw.decode("utf-8"))
+            s = step_of(row) if isinstance(row, dict) else math.inf
+        except (ValueError, RecursionError, TypeError, AttributeError):
             s = math.inf
-        (moved if s is not None and s > step else keep).append(line)
+        (moved if s is not None and s > step else keep).append(raw)
     if moved:
         aside = path.with_name(f"{path.stem}.after-step-{step}.jsonl")
-        with open(aside, "a", encoding="utf-8") as f:
-            f.write("\n".join(moved) + "\n")
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        with open(aside, "ab") as f:
+            f.write(b"\n".join(moved) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        atomic_write(path, b"".join(k + b"\n" for k in keep))
     return len(moved)
+
+
+def _int_step(value) -> float:
+    """A log row's step, or math.inf (moved aside) when it is not an integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else math.inf
+
+
+# Keys an edited config.yaml may not change on resume even with --allow-config-change: they
+# decide what the checkpoint, the pool, the data order or the before/after evaluation mean.
+FROZEN_ON_RESUME = (
+    "recipe",
+    "model.name",
+    "lora.",
+    "task.",
+    "pool.",
+    "protocol.",
+    "eval.",
+    "train.seed",
+    "train.warm_start",
+    "train.rollout",
+    "train.objective",
+    "train.use_unsloth",
+)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two resolved configs."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _check_resume_config(run_dir: Path, cfg: TrainConfig, allow_change: bool) -> list[str]:
+    """Compare the resumed config with the one the run started with (manifest.json); refuse a
+    change unless ``allow_change``; record the change. Returns the differences."""
+    resolved = to_dict(cfg)
+    found = read_json(run_dir / "manifest.json")
+    if not isinstance(found, dict) or not isinstance(found.get("config"), dict):
+        found = manifest("train", {"train.seed": cfg.train.seed}, {"policy": cfg.model.name}, resolved)
+        found["note"] = "written on resume: the run predates manifests, its starting config is not known"
+        write_json(run_dir / "manifest.json", found)
+        return []
+    if found.get("config_sha256") == config_hash(resolved):
+        return []
+    diffs = config_differences(found["config"], resolved)
+    if not diffs:
+        return []
+    listed = "; ".join(diffs[:12]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 12 else "")
+    if not allow_change:
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'} changed since the run started ({listed}); restore it, or resume "
+            "with --allow-config-change to apply the changes from the next step"
+        )
+    frozen = [d for d in diffs if any(d.startswith(k) if k.endswith(".") else d.split(":")[0] == k
+                                      for k in FROZEN_ON_RESUME)]  # fmt: skip
+    if frozen:
+        raise ConfigError(
+            f"{run_dir / 'config.yaml'}: {'; '.join(frozen[:6])} cannot change on resume (the checkpoint, "
+            "pool, data order or evaluation depend on it); restore it, or start a new run"
+        )
+    found.setdefault("config_changes", []).append(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": diffs}
+    )
+    found["config"], found["config_sha256"] = resolved, config_hash(resolved)
+    write_json(run_dir / "manifest.json", found)
+    print(f"[train] resume applies the edited config: {listed}", file=sys.stderr)
+    return diffs
+
+
+def _load_run_config(run_dir: Path) -> TrainConfig:
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{run_dir / 'config.yaml'} cannot be read ({first}); fix or restore it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{run_dir / 'config.yaml'} is not a mapping of config keys; restore it")
+    return TrainConfig.build(data)
+
+
+def _apply_hyperparameters(cfg: TrainConfig, optimizer, scheduler, total: int) -> None:
+    """After a checkpoint is loaded: lr, weight decay and the schedule come from ``cfg`` (the
+    saved state holds the lr the run started with, and the schedule its old length)."""
+    t = cfg.train
+    factor = _schedule(t, total)
+    scheduler.base_lrs = [t.lr for _ in optimizer.param_groups]
+    scheduler.lr_lambdas = [factor for _ in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["initial_lr"], g["weight_decay"] = t.lr, t.weight_decay
+        g["lr"] = t.lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
 # ---------------------------------------------------------------- the loop
@@ -135,23 +238,57 @@ def train(
     progress: bool = True,
     runs_root: str | Path | None = None,
     policy: PolicyBackends | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
-    """Train ``cfg``'s role (or continue the run in ``resume``); returns the run folder and summary."""
+    """Train ``cfg``'s role (or continue the run in ``resume``); returns the run folder and summary.
+
+    ``allow_config_change`` (with ``resume``): apply an edited config.yaml instead of refusing it."""
+    run_dir, cfg, lock, changed = _open_run(cfg, resume, runs_root, allow_config_change)
+    try:
+        return _train(cfg, run_dir, resume is not None, progress, policy, changed)
+    finally:
+        lock.release()
+
+
+def _open_run(cfg, resume, runs_root, allow_config_change):
+    """The run folder, claimed (a new run) or locked (a resume), and its config checked."""
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").exists():
             raise RunDirError(f"{run_dir} holds no training run (no config.yaml) to resume")
-        cfg = TrainConfig.build(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    else:
-        if cfg is None:
-            raise ValueError("train() needs a TrainConfig or resume=RUN_DIR")
-        root = Path(runs_root) if runs_root is not None else default_root()
-        run_dir = Path(cfg.out) if cfg.out else root / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{cfg.recipe}"
-        if (run_dir / "config.yaml").exists():
-            raise RunDirError(f"{run_dir} already holds a run: use --resume {run_dir}, or another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = replace(cfg, out=str(run_dir))
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        lock = DirLock(run_dir, "training run")  # a second --resume on this folder is refused here
+        try:
+            cfg = _load_run_config(run_dir)
+            changed = _check_resume_config(run_dir, cfg, allow_config_change)
+        except BaseException:
+            lock.release()
+            raise
+        return run_dir, cfg, lock, bool(changed)
+    if cfg is None:
+        raise ValueError("train() needs a TrainConfig or resume=RUN_DIR")
+    root = Path(runs_root) if runs_root is not None else default_root()
+    run_dir = Path(cfg.out) if cfg.out else root / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{cfg.recipe}"
+    if (run_dir / "config.yaml").exists():
+        raise RunDirError(f"{run_dir} already holds a run: use --resume {run_dir}, or another --out")
+    run_dir = claim_run_dir(run_dir, fresh_name=not cfg.out)
+    lock = DirLock(run_dir, "training run")
+    cfg = replace(cfg, out=str(run_dir))
+    resolved = to_dict(cfg)
+    write_json(
+        run_dir / "manifest.json",
+        manifest(
+            "train",
+            {"train.seed": cfg.train.seed, "task.seed": cfg.task.seed},
+            {"policy": cfg.model.name},
+            config=resolved,
+            code_tasks=cfg.task.family in ("humaneval", "livecodebench"),
+        ),
+    )
+    write_yaml(run_dir / "config.yaml", resolved)
+    return run_dir, cfg, lock, False
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, changed: bool):
     t = cfg.train
     _seed_everything(t.seed)
     backends = policy or load_policy(
@@ -201,27 +338,22 @@ def train(
 
     state: dict[str, Any] = {"cursor": 0, "epoch": 0, "pool_questions": len(pool), "eligible": len(eligible)}
     start = 0
-    evals_log = run_dir / "evals.jsonl"
-    ckpt = latest_checkpoint(run_dir) if resume is not None else None
+    ckpt = latest_checkpoint(run_dir) if resuming else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         start = state["step"]
-        for name, step_of in (
-            ("metrics.jsonl", lambda r: r.get("step")),
-            ("episodes.jsonl", lambda r: r.get("meta", {}).get("train_step")),
-            ("evals.jsonl", lambda r: r.get("step")),
-        ):
-            moved = rollback(run_dir / name, start, step_of)
-            if moved:
-                print(
-                    f"[train] resume at step {start}: {moved} line(s) of {name} from later steps moved aside",
-                    file=sys.stderr,
-                )
+        _apply_hyperparameters(cfg, optimizer, scheduler, total)  # the lr of config.yaml, not the saved one
+    evals = _rollback_logs(run_dir, start) if resuming else []
     metrics_log, episodes_log = JsonlLog(run_dir / "metrics.jsonl"), JsonlLog(run_dir / "episodes.jsonl")
-    evals = [json.loads(x) for x in evals_log.read_text().splitlines()] if evals_log.exists() else []
+    evals_log = JsonlLog(run_dir / "evals.jsonl")
     try:
-        if not evals:
-            evals.append(evaluate(cfg, backends, dev_tasks, 0, episodes_log, evals_log))
+        # the evaluation due at ``start`` (before training; after the warm start or an eval_every
+        # step whose evaluation the kill cut short)
+        due = start == 0 or (
+            start != total and (start == t.warm_start or (t.eval_every and start % t.eval_every == 0))
+        )
+        if due and start not in {e["step"] for e in evals}:
+            evals.append(evaluate(cfg, backends, dev_tasks, start, episodes_log, evals_log))
         order = _order(eligible, t.seed, state["epoch"])
         bar = None
         if progress:
@@ -256,15 +388,75 @@ def train(
                 bar.update(1)
         if bar is not None:
             bar.close()
-        if evals[-1]["step"] != total:
+        if not evals or evals[-1]["step"] != total:
             evals.append(evaluate(cfg, backends, dev_tasks, total, episodes_log, evals_log))
     finally:
         metrics_log.close()
         episodes_log.close()
-    model.save_pretrained(run_dir / "adapter")
+        evals_log.close()
+    _save_adapter(model, run_dir / "adapter")
     summary = _summary(cfg, evals, run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary)
+
+
+def _rollback_logs(run_dir: Path, start: int) -> list[dict[str, Any]]:
+    """On resume: move aside every log line written after step ``start`` (the latest checkpoint,
+    0 when none was written): metrics, evaluations, training episodes, and the episodes of an
+    evaluation whose row never reached evals.jsonl. Returns the evaluations kept, in order."""
+    moved = {"metrics.jsonl": rollback(run_dir / "metrics.jsonl", start, lambda r: _int_step(r.get("step")))}
+    moved["evals.jsonl"] = rollback(run_dir / "evals.jsonl", start, lambda r: _eval_row_step(r))
+    read = read_jsonl(run_dir / "evals.jsonl", missing_ok=True)
+    evals = sorted(read.rows, key=lambda r: r["step"])
+    done = {r["step"] for r in evals}
+
+    def episode_step(r: dict[str, Any]) -> float | None:
+        meta = r.get("meta")
+        if not isinstance(meta, dict):
+            return math.inf
+        if "train_step" in meta:
+            return _int_step(meta["train_step"])
+        if meta.get("eval"):
+            s = meta.get("eval_step")
+            return s if s in done and _int_step(s) != math.inf else math.inf
+        return None
+
+    moved["episodes.jsonl"] = rollback(run_dir / "episodes.jsonl", start, episode_step)
+    for name, n in moved.items():
+        if n:
+            print(
+                f"[train] resume at step {start}: {n} line(s) of {name} from later steps moved aside",
+                file=sys.stderr,
+            )
+    return evals
+
+
+def _eval_row_step(r: dict[str, Any]) -> float:
+    """An evals.jsonl row's step; a row without what the summary reads is moved aside."""
+    ok = (
+        isinstance(r.get("correct_by_task"), dict)
+        and all(isinstance(r.get(k), (int, float)) for k in ("n", "accuracy", "format_failures"))
+        and isinstance(r.get("ci95"), list)
+    )
+    return _int_step(r.get("step")) if ok else math.inf
+
+
+def _save_adapter(model, target: Path) -> None:
+    """The final adapter, written beside its place and renamed in (a kill leaves the old one or the new)."""
+    import shutil
+
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _order(eligible: list[int], seed: int, epoch: int) -> list[int]:
@@ -580,8 +772,7 @@ def evaluate(
         "wall_s": round(time.perf_counter() - t0, 1),
         "correct_by_task": {e.task_id: bool(e.correct) for e in episodes},
     }
-    with open(evals_log, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    evals_log.append(row)
     return row
 
 
