@@ -19,7 +19,21 @@ from workbench.runs import read_episodes
         (["--set", "task.digitz=2"], "unknown key 'task.digitz'; valid keys here: task.digits"),
         (["--set", "protocol.max_tokens=lots"], "protocol.max_tokens must be an integer, got 'lots'"),
         (["--set", "nonsense"], "--set expects key=value"),
-        (["--limit", "0"], "task limit must be >= 1"),
+        (["--limit", "0"], "task.limit must be >= 1"),
+        (["--set", "protocol.options=5"], "protocol.options must be a section, got '5'"),
+        (
+            ["--protocol", "vote", "--set", "protocol.temperature=nan"],
+            "protocol.temperature must be a finite",
+        ),
+        (
+            ["--protocol", "vote", "--set", "protocol.n=10000000"],
+            "protocol.n=10000000 is too large: the maximum",
+        ),
+        (["--set", "protocol.top_p=0"], "protocol.top_p must be > 0"),
+        (["--limit", "99999999999"], "task.limit=99999999999 is too large: the maximum is 1000000"),
+        (["--seed", "99999999999999999999999"], "seed=99999999999999999999999 is out of range"),
+        (["--set", "a..b=1"], "empty part in the dotted key"),
+        (["--protocol", "x\ny"], "unknown protocol 'x\\ny'"),  # a newline in the input stays on one line
         (["--split", "validation"], "arithmetic has splits train, dev, test; got 'validation'"),
         (["--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["--task", "jsonl:/no/such/file.jsonl"], "does not exist"),
@@ -165,3 +179,88 @@ def test_an_inherited_ignored_sigint_is_restored(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00", "mine.jsonl:1: not UTF-8 text"),
+        (b'{"question": "q", "answer": ' + b"[" * 100_000 + b"\n", "mine.jsonl:1: JSON nested too deeply"),
+        (b'{"question": "q", "answer": NaN}\n', "mine.jsonl:1: not valid JSON (NaN is not a JSON number)"),
+        (b'{"question": "q", "answer": ' + b"9" * 5000 + b"}\n", "mine.jsonl:1: not valid JSON"),
+        (b'{"question": ["q"], "answer": 1}\n', "field 'question' must be text or a number, got list"),
+    ],
+)
+def test_a_hostile_jsonl_file_is_one_line_and_writes_nothing(tmp_path, capsys, content, message):
+    data = tmp_path / "mine.jsonl"
+    data.write_bytes(content)
+    assert main(["eval", "--task", f"jsonl:{data}", "--out", str(tmp_path / "run")]) == 2
+    err = _one_line_error(capsys)
+    assert message in err and "on_bad_row=skip" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: {steps: 3\n", "not valid YAML"),
+        ("- task\n- train\n", "the top level must be a mapping of sections"),
+        ("3\n", "the top level must be a mapping"),
+        ("a: &x [1]\nb: *x\n", "YAML aliases (*name) are not allowed"),
+        ("train: " + "[" * 5000 + "\n", "recipe.yaml"),
+        ("recipe: [leader]\n", "recipe must be a string"),
+        ("train:\n  lr: .nan\n", "train.lr must be a finite number"),
+        ("train:\n  steps: .inf\n", "train.steps must be an integer"),
+        ("train: 5\n", "'train' is a section"),
+        ("protocol:\n  options: 5\n", "protocol.options must be a section"),
+    ],
+)
+def test_a_bad_recipe_file_is_one_line_and_writes_nothing(tmp_path, capsys, text, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", str(recipe), "--out", str(out)]) == 2
+    assert message in _one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--seeds", "0,x"], "seeds must be an integer, got 'x'"),
+        (["compare", "--seeds", "0,0"], "seeds listed twice"),
+        (["compare", "--seeds", ","], "seeds must list at least one seed"),
+        (["compare", "--protocols", "vote,single", "--set", "options.vote.n=nan"], "vote"),
+        (["compare", "--set", "tolerance=nan"], "tolerance must be a finite number"),
+        (["compare", "--set", "task=5"], "'task' is a section"),
+        (["compare", "--set", "options.vote=5"], "options.vote"),
+        (["eval", "--limit", "x"], "workbench eval: error: argument --limit: invalid int value: 'x'"),
+        (["eval", "--bogus"], "workbench: error: unrecognized arguments: --bogus"),
+        (["nope"], "workbench: error: argument command: invalid choice: 'nope'"),
+        ([], "the following arguments are required: command"),
+        (["analyze", "--replay", "-1", "x"], "--replay must be in 0..100000, got -1"),
+        (["analyze", "--permutations", "10000000000", "x"], "--permutations must be in 1..100000"),
+        (["analyze", "--replay", "3", "no-such-run"], "no-such-run: not a run folder"),
+        (["train", "--set", "train.temperature=nan"], "train.temperature must be a finite number"),
+        (["train", "--set", "train.steps=1e12"], "train.steps=1000000000000 is too large"),
+        (["train", "--recipe", "nope"], "no recipe 'nope'"),
+        (["train", "--set", "recipe=[x]"], "unknown recipe '[x]'"),
+        (["demo", "--limit", "0"], "task.limit must be >= 1"),
+    ],
+)
+def test_every_subcommand_rejects_bad_arguments_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    import workbench.models
+
+    monkeypatch.setattr(workbench.models, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:  # argparse exits; our errors return 2
+        raise SystemExit(main(argv))
+    assert exit_.value.code == 2
+    assert message in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -148,3 +149,107 @@ def test_arithmetic_word_problems():
 def test_arithmetic_bad_style_names_the_choices():
     with pytest.raises(ConfigError, match="style must be one of expr, word"):
         TaskConfig.from_flat({"name": "arithmetic", "style": "poem"})
+
+
+# ---- hostile data files: every bad row is a TaskError naming file and line (or a counted skip) ----
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"\xff\xfe\x00garbage", "mine.jsonl:2: not UTF-8 text (byte 0)"),
+        (b'{"question": "x", "answer": ' + b"[" * 50_000, "mine.jsonl:2: JSON nested too deeply to read"),
+        (
+            b'{"question": "x", "answer": ' + b'{"a": ' * 50_000,
+            "mine.jsonl:2: JSON nested too deeply to read",
+        ),
+        (
+            b'{"question": "x", "answer": Infinity}',
+            "mine.jsonl:2: not valid JSON (Infinity is not a JSON number)",
+        ),
+        (b'{"question": "x", "answer": -NaN}', "mine.jsonl:2: not valid JSON"),
+        (b'{"question": "x", "answer": ' + b"1" * 5000 + b"}", "mine.jsonl:2: not valid JSON"),
+        (b'{"question": "x", "answer": "' + b"7" * 5000 + b'"}', "mine.jsonl:2: answer is 5000 characters"),
+        (b'{"question": {"a": 1}, "answer": 2}', "field 'question' must be text or a number, got dict"),
+        (b'{"question": "x", "answer": null}', "field 'answer' must be text or a number, got NoneType"),
+        (b'{"question": "x", "answer": true}', "field 'answer' must be text or a number, got bool"),
+        (b'{"question": "x", "answer": [1]}', "field 'answer' must be text or a number, got list"),
+        (b'{"question": "   ", "answer": 2}', "the question field 'question' is empty"),
+        (b'"just a string"', "expected a JSON object, got str"),
+        (b"\x00\x00\x00", "mine.jsonl:2: not valid JSON"),
+    ],
+)
+def test_jsonl_hostile_row_names_file_and_line(tmp_path, raw, message):
+    p = tmp_path / "mine.jsonl"
+    p.write_bytes(json.dumps({"question": "1+1?", "answer": 2}).encode() + b"\n" + raw + b"\n")
+    with pytest.raises(TaskError, match=re.escape(message)) as e:
+        _load(name=f"jsonl:{p}", limit=10)
+    assert "on_bad_row=skip" in str(e.value) and "\n" not in str(e.value)
+    ts = load_tasks(TaskConfig.from_flat({"name": f"jsonl:{p}", "limit": 10, "on_bad_row": "skip"}))
+    assert [t.answer for t in ts.tasks] == ["2"] and len(ts.skipped) == 1 and "mine.jsonl:2" in ts.skipped[0]
+
+
+def test_jsonl_ids_must_be_unique_and_scalar(tmp_path):
+    rows = [{"q": "a", "a": 1, "k": "x"}, {"q": "b", "a": 2, "k": "x"}, {"q": "c", "a": 3, "k": [1]}]
+    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    opts = {"question_field": "q", "answer_field": "a", "id_field": "k", "on_bad_row": "skip"}
+    ts = load_tasks(TaskConfig.from_flat({"name": f"jsonl:{p}", "limit": 10, **opts}))
+    assert [t.id for t in ts.tasks] == ["x"]
+    assert "mine.jsonl:2: duplicate id 'x' (first on line 1)" in ts.skipped[0]
+    assert "mine.jsonl:3: field 'k' must be text or a number" in ts.skipped[1]
+
+
+def test_jsonl_a_byte_order_mark_and_blank_lines_are_fine(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_bytes(
+        b'\xef\xbb\xbf{"question": "1+1?", "answer": 2}\n\n   \n{"question": "2+2?", "answer": "4"}\n'
+    )
+    assert [t.answer for t in _load(name=f"jsonl:{p}", limit=10)] == ["2", "4"]
+
+
+def test_jsonl_a_binary_file_stops_at_its_first_line(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(TaskError, match=r"mine\.jsonl:1: not"):
+        _load(name=f"jsonl:{p}", limit=10)
+
+
+def test_jsonl_an_unreadable_path_is_a_task_error(tmp_path):
+    with pytest.raises(TaskError, match="does not exist"):
+        _load(name=f"jsonl:{tmp_path}", limit=1)  # a folder
+    with pytest.raises(TaskError, match="does not exist"):
+        _load(name="jsonl:bad\x00path.jsonl", limit=1)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("test.json", b"\xff\xfe", "not UTF-8 text"),
+        ("test.json", b"[" * 50_000, "JSON nested too deeply"),
+        ("test.json", b"[1, 2]", "expected a list of row objects"),
+        ("test.json", b'{"examples": 5}', "expected a list of row objects"),
+        ("test.json", b"[1e999999999999999999999", "not valid JSON"),
+        ("test.csv", b"a,b\n\xff\xfe,1\n", "not UTF-8 text"),
+        ("test.csv", b"a,b\n" + b'"' + b"x" * 200_000 + b'",1\n', "not a readable CSV file"),
+    ],
+)
+def test_a_damaged_local_benchmark_copy_is_a_task_error(tmp_path, name, content, message):
+    from workbench.tasks.hub import read_local
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TaskError, match=re.escape(message)):
+        read_local(path)
+
+
+def test_a_loader_tripped_by_a_malformed_row_gives_a_task_error(monkeypatch):
+    """The net under every family loader: a row that lacks a field or holds a wrong type (a partial
+    download, an edited copy) is a TaskError naming the task, not a KeyError/TypeError traceback."""
+    from workbench.tasks import math500
+
+    def broken(split, limit):
+        return [row["problem"] for row in [{"answer": 1}]]
+
+    monkeypatch.setattr(math500, "load", broken)
+    with pytest.raises(TaskError, match=r"task 'math500': a row of its test data is malformed \(KeyError"):
+        _load(name="math500", limit=5)

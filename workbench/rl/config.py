@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from workbench.config import ConfigError, from_dict, merge, parse_overrides
+from workbench.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
 from workbench.evaluate import ModelConfig, ProtocolConfig
 from workbench.rl.policy import LoraSettings
 from workbench.tasks import TaskConfig
@@ -159,13 +157,20 @@ class TrainConfig:
         if not path.exists():
             known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
             raise ConfigError(f"no recipe '{recipe}' (built in: {known}; or give a path to a .yaml file)")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path)  # one mapping; bounded size and depth, no aliases; ConfigError otherwise
         extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
         return cls.build(merge(data, extra))
 
     @classmethod
     def build(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"a training config is a mapping of sections (task:, train:, ...), got {data!r:.60}"
+            )
         data = dict(data)
+        top = from_dict(_TopLevel, {k: data.pop(k) for k in ("recipe", "out") if k in data})
+        if top.recipe not in ROLES:
+            raise ConfigError(f"unknown recipe {top.recipe[:60]!r}; available: {', '.join(ROLES)}")
         sections = {
             "task": lambda d: TaskConfig.from_flat({"split": "train", **d}),
             "protocol": ProtocolConfig.from_flat,
@@ -181,11 +186,19 @@ class TrainConfig:
             if not isinstance(value, dict):
                 raise ConfigError(f"'{name}' is a section; set its keys, e.g. --set {name}.KEY=VALUE")
             if name == "protocol":
-                value = {"name": data.get("recipe", "maestro"), **value}
+                value = {"name": top.recipe, **value}
             built[name] = make(value)
-        unknown = set(data) - {"recipe", "out"}
-        if unknown:
+        if data:
+            unknown = sorted(str(k)[:60] for k in data)
             raise ConfigError(
-                f"unknown top-level key(s) {', '.join(sorted(unknown))}; sections: {', '.join(sections)}"
+                f"unknown top-level key(s) {', '.join(unknown)}; sections: {', '.join(sections)}, recipe, out"
             )
-        return cls(recipe=data.get("recipe", "maestro"), out=str(data.get("out", "")), **built)
+        return cls(recipe=top.recipe, out=top.out, **built)
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    """The top-level scalars of a TrainConfig, validated by the same strict loader."""
+
+    recipe: str = "maestro"
+    out: str = ""

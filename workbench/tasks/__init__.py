@@ -20,6 +20,7 @@ from workbench.tasks import (
     amc23,
     arithmetic,
     bbh,
+    code,
     gpqa,
     gsm8k,
     humaneval,
@@ -73,6 +74,7 @@ class TaskConfig:
     limit: int = 8  # number of items (the first `limit` of the split, in a fixed order)
     seed: int = 0  # arithmetic: which fresh items are generated (independent of the sampling seed)
     options: dict[str, Any] = field(default_factory=dict)  # family options, e.g. digits for arithmetic
+    allow_unsandboxed: bool = False  # code tasks: run model code even where no OS sandbox works (unsafe)
 
     @property
     def family(self) -> str:
@@ -107,7 +109,8 @@ class TaskConfig:
     @classmethod
     def from_flat(cls, data: dict[str, Any]) -> TaskConfig:
         """Accept ``{"name": ..., "digits": 2}``: keys that are not TaskConfig fields are family options."""
-        return from_dict(cls, split_options(data, ("name", "split", "limit", "seed")), prefix="task.")
+        own = ("name", "split", "limit", "seed", "allow_unsandboxed")
+        return from_dict(cls, split_options(data, own, "task"), prefix="task.")
 
 
 @dataclass
@@ -117,6 +120,21 @@ class TaskSet:
 
 
 def load_tasks(cfg: TaskConfig) -> TaskSet:
+    """The items of ``cfg``; a malformed data file or row is a TaskError naming it, never a traceback."""
+    try:
+        return _load(cfg)
+    except (TaskError, ConfigError):
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError, OSError) as e:
+        # a local copy whose rows lack a field or hold the wrong types (a partial download, an edit)
+        what = f"{type(e).__name__}: {str(e)[:100]}"
+        raise TaskError(
+            f"task '{cfg.name}': a row of its {cfg.split} data is malformed ({what}); "
+            "replace the data file with the public release (or fix the row)"
+        ) from None
+
+
+def _load(cfg: TaskConfig) -> TaskSet:
     opts_cls = FAMILIES[cfg.family]
     options = from_dict(opts_cls, cfg.options) if opts_cls is not None else None
     if cfg.family == "arithmetic":
@@ -140,10 +158,11 @@ def load_tasks(cfg: TaskConfig) -> TaskSet:
         return TaskSet(mawps.load(cfg.split, cfg.limit), [])
     if cfg.family == "gpqa":
         return TaskSet(gpqa.load(subset, cfg.split, cfg.limit), [])
-    if cfg.family == "humaneval":
-        return TaskSet(humaneval.load(cfg.split, cfg.limit), [])
+    if cfg.family == "humaneval":  # code tasks: refused where no OS sandbox works (workbench/tasks/code.py)
+        return TaskSet(code.gated(cfg.allow_unsandboxed, lambda: humaneval.load(cfg.split, cfg.limit)), [])
     if cfg.family == "livecodebench":
-        return TaskSet(livecodebench.load(cfg.split, cfg.limit, options), [])
+        load = lambda: livecodebench.load(cfg.split, cfg.limit, options)  # noqa: E731
+        return TaskSet(code.gated(cfg.allow_unsandboxed, load), [])
     if cfg.family == "jsonl":
         tasks, skipped = jsonl.load(cfg.name.partition(":")[2], cfg.limit, options)
         if not tasks:

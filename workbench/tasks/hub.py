@@ -40,23 +40,37 @@ def check_split(family: str, split: str, splits: tuple[str, ...], hint: str = ""
 
 
 def read_local(path: Path) -> list[dict[str, Any]]:
-    """Rows of a local .jsonl, .json (BBH's {"examples": [...]}) or .csv file."""
+    """Rows of a local .jsonl, .json (BBH's {"examples": [...]}) or .csv file.
+
+    A damaged copy (not UTF-8, invalid or too deeply nested JSON, rows that are not objects, a
+    broken CSV) is a TaskError naming the file and how to fix it, never a traceback.
+    """
     if path.suffix == ".jsonl":
         return read_jsonl(path)
+    fix = "fix or replace the file (the public release's copy)"
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as e:
-            raise TaskError(
-                f"{path}: not valid JSON ({e.msg} at line {e.lineno}); fix or replace the file"
-            ) from None
+            raise TaskError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); {fix}") from None
+        except UnicodeDecodeError:
+            raise TaskError(f"{path}: not UTF-8 text; {fix}") from None
+        except RecursionError:
+            raise TaskError(f"{path}: JSON nested too deeply to read; {fix}") from None
+        except (OSError, ValueError) as e:
+            raise TaskError(f"{path}: cannot read ({str(e)[:80]}); {fix}") from None
         rows = data.get("examples") if isinstance(data, dict) else data
-        if not isinstance(rows, list):
-            raise TaskError(f"{path}: expected a list of rows or {{'examples': [...]}}")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise TaskError(f"{path}: expected a list of row objects or {{'examples': [...]}}; {fix}")
         return rows
     if path.suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                return list(csv.DictReader(f))
+        except UnicodeDecodeError:
+            raise TaskError(f"{path}: not UTF-8 text; {fix}") from None
+        except (OSError, csv.Error) as e:
+            raise TaskError(f"{path}: not a readable CSV file ({str(e)[:80]}); {fix}") from None
     raise TaskError(f"{path}: unsupported file type (expected .jsonl, .json or .csv)")
 
 
