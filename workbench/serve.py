@@ -86,7 +86,8 @@ _repr.maxstring, _repr.maxother, _repr.maxlevel, _repr.maxlist, _repr.maxdict = 
 
 def _show(value: Any) -> str:
     """A short repr of a client's value for an error message (bounded in length and depth)."""
-    return _repr.repr(value)
+    text = _repr.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class BadRequest(ValueError):
@@ -696,6 +697,13 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return ok
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's errors (bad request line, huge headers, 501) as JSON, always HTTP/1.1."""
+        self.request_version = "HTTP/1.1"  # never an HTTP/0.9 answer (no status line)
+        self.close_connection = True
+        short = self.responses.get(code, ("error", ""))[0]
+        self._error(code, (message or short)[:200])
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         if self.server.verbose:
             super().log_message(format, *args)
@@ -808,6 +816,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The body, or None after answering (or dropping) a request whose body is refused."""
         lengths = self.headers.get_all("Content-Length") or []
+        keep_alive = not self.close_connection  # as the client asked (Connection: close or not)
         self.close_connection = True  # until the body is read in full, the stream cannot be trusted
         if self.headers.get("Transfer-Encoding") is not None:
             self._error(411, "chunked or encoded bodies are not supported; send a Content-Length")
@@ -832,7 +841,7 @@ class _Handler(BaseHTTPRequestHandler):
             if late:
                 self._error(408, f"the request did not arrive within {self.server.request_timeout_s:g} s")
             return None
-        self.close_connection = False
+        self.close_connection = not keep_alive
         return raw
 
     def do_POST(self) -> None:  # noqa: N802 - the base class's name
@@ -1101,6 +1110,13 @@ def _check_port(host: str, port: int) -> None:
         ) from None
 
 
+def resolve_api_key(api_key: str | None) -> str | None:
+    """``--api-key``, else $WORKBENCH_SERVE_API_KEY; empty or unset = no key."""
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV, "")
+    return api_key.strip() or None
+
+
 def serve(
     model: str,
     host: str = "127.0.0.1",
@@ -1138,9 +1154,7 @@ def serve(
             raise ConfigError(f"{name} must be an integer >= 1, got {_show(value)}")
     if not isinstance(request_timeout_s, int | float) or not 0 < request_timeout_s <= 3600:
         raise ConfigError(f"--request-timeout must be seconds in (0, 3600], got {_show(request_timeout_s)}")
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV, "")
-    api_key = api_key.strip() or None
+    api_key = resolve_api_key(api_key)
     _check_port(host, port)  # before the model loads: a taken port fails in a second, not after the load
     t0 = time.perf_counter()
     backend = load_backend(model, dtype=dtype, device=device, max_batch_size=max_batch_size)
