@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ipaddress
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -381,8 +383,9 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
             if job is not None and job.returncode is None:
                 return notices_html([f"{job.name} is still running; cancel it or wait."], "notice"), gr.skip()
             try:
+                # the launcher checks every field (types included): the page's values go to it as sent
                 job = launcher.start(
-                    task, protocol, model, int(limit or 0), split, int(seed or 0), extra or ""
+                    task, protocol, model, limit, split, 0 if seed is None else seed, extra or ""
                 )
             except ConfigError as e:
                 return _error(e), ""
@@ -422,12 +425,55 @@ def _position(positions: list[int], pos: int) -> str:
     return f"episode **#{pos}** ({i} of {len(positions)} listed)"
 
 
+TOKEN_ENV = "WORKBENCH_APP_TOKEN"  # the token the app asks for beyond loopback (default: a fresh secret)
+TOKEN_USER = "workbench"
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or 0.0.0.0-like address: assume others can reach it
+
+
+def access_token(host: str) -> str | None:
+    """None on loopback; else $WORKBENCH_APP_TOKEN (at least 16 characters) or a fresh random secret."""
+    if is_loopback(host):
+        return None
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        return secrets.token_urlsafe(24)
+    if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or token != token.strip():
+        raise ConfigError(
+            f"${TOKEN_ENV} must be at least {MIN_TOKEN_CHARS} printable characters without spaces at the ends; "
+            f"unset it to get a generated token"
+        )
+    return token
+
+
 def serve(
     root: str | Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True
 ) -> tuple[gr.Blocks, str]:
-    """Start the app; returns (app, url). ``block=False`` returns at once (tests, `workbench demo`)."""
+    """Start the app; returns (app, url). ``block=False`` returns at once (tests, `workbench demo`).
+
+    Bound beyond loopback the app asks for a login: user ``workbench``, password the token
+    (``access_token``), printed at start and kept as ``app.token``; on loopback it asks for nothing."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port}: use a port number between 1 and 65535")
+    token = access_token(host)
     app = build_app(root)
+    app.token = token  # type: ignore[attr-defined]
     atexit.register(app.launcher.shutdown)  # type: ignore[attr-defined]
+    auth = None if token is None else [(TOKEN_USER, token)]
+    message = (
+        None
+        if token is None
+        else "user <b>workbench</b>, password: the token printed where the app was started"
+    )
     try:
         _, url, _ = app.launch(
             server_name=host,
@@ -438,14 +484,18 @@ def serve(
             css=CSS,
             head=KEYS_JS,
             footer_links=[],
+            auth=auth,
+            auth_message=message,
         )
-    except OSError as e:
-        raise ConfigError(f"cannot serve the viewer on {host}:{port} ({e}); choose another --port") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"cannot serve the viewer on {host}:{port} ({e}); choose another --host or --port"
+        ) from None
     if block:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"warning: the viewer listens on {host} without authentication: anyone who can reach it can "
-                  "read every run under the root and start evaluations", file=sys.stderr)  # fmt: skip
         print(f"workbench viewer: {url}  (runs root {app.viewer.root.root}; Ctrl-C stops it)", flush=True)  # type: ignore[attr-defined]
+        if token is not None:
+            print(f"workbench viewer: {host} is reachable from other machines, so the page asks for a login: "
+                  f"user {TOKEN_USER}, token {token}  (set ${TOKEN_ENV} to choose it)", flush=True)  # fmt: skip
         try:
             app.block_thread()
         finally:
@@ -457,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the workbench viewer (Gradio)")
     p.add_argument("--runs", default=None, help="runs root (default: runs/ in the checkout)")
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; any other asks for a token)",
     )
     p.add_argument("--port", type=int, default=7860)
     args = p.parse_args(argv)
