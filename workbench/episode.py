@@ -130,6 +130,7 @@ def validate(d: Any) -> None:
     schema says), so a line that passes never raises in summarize, the viewer or the analyses."""
     if not isinstance(d, dict):
         raise EpisodeFormatError(f"an episode is a JSON object, got {type(d).__name__}")
+    _check_depth(d)
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise EpisodeFormatError(f"episode missing field(s): {', '.join(missing)}")
@@ -172,6 +173,25 @@ def validate(d: Any) -> None:
     for k in USAGE_FIELDS:
         if not _is_number(u[k]):
             raise EpisodeFormatError(f"'usage.{k}' must be a number, got {type(u[k]).__name__}")
+
+
+MAX_DEPTH = (
+    64  # nesting an episode may have (real ones stay under 10); deeper would overflow recursive readers
+)
+
+
+def _check_depth(d: Any) -> None:
+    """Iteratively (no recursion) refuse nesting deeper than MAX_DEPTH: the dataclass, YAML and
+    viewer code that walks an episode recursively must never meet a RecursionError."""
+    stack = [(d, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise EpisodeFormatError(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(x, dict):
+            stack.extend((v, depth + 1) for v in x.values())
+        elif isinstance(x, list):
+            stack.extend((v, depth + 1) for v in x)
 
 
 def _validate_messages(messages: Any) -> None:
