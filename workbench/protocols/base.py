@@ -19,6 +19,7 @@ from workbench.episode import Episode, Message, Usage
 from workbench.models.base import Generation, Request, SamplingParams
 from workbench.scheduler import BatchScheduler
 from workbench.tasks import Task
+from workbench.tasks.verify import safe_check, safe_extract
 
 TASK_NODE, ANSWER_NODE = "task", "answer"
 
@@ -217,6 +218,12 @@ class EpisodeContext:
         self.event("message", message_id=msg.id, sender=sender, receivers=list(receivers), round=round_)
         return msg
 
+    def verifier_error(self, stage: str, error: str, node: str | None = None) -> None:
+        """A verifier raised or timed out (``stage``: extract | check): the answer counts as a format
+        failure or a wrong answer, the episode stays in n, and this event says what happened."""
+        self.event("verifier_error", stage=stage, node=node, error=error)
+        self.episode.meta["verifier_errors"] = self.episode.meta.get("verifier_errors", 0) + 1
+
     def propose(self, answer: str | None) -> None:
         """The protocol's current best answer: what the episode ends with if the budget stops it."""
         if answer is not None:
@@ -267,7 +274,9 @@ class EpisodeContext:
             if gen.finish_reason == "error":  # a remote call that failed for good: counted, not fatal
                 self.event("generation_error", node=call.node, error=gen.error)
                 self.episode.meta["generation_errors"] = self.episode.meta.get("generation_errors", 0) + 1
-            extracted = self.task.extract(gen.text)
+            extracted, error = safe_extract(self.task, gen.text)
+            if error is not None:
+                self.verifier_error("extract", error, node=call.node)
             u = self.episode.usage
             u.calls += 1
             u.prompt_tokens += gen.prompt_tokens
@@ -292,7 +301,11 @@ class EpisodeContext:
         self.finished = True
         ep.final_answer = answer
         ep.format_failure = answer is None
-        ep.correct = answer is not None and self.task.is_correct(answer)
+        ep.correct = False
+        if answer is not None:
+            ep.correct, error = safe_check(self.task, answer)
+            if error is not None:
+                self.verifier_error("check", error)
         ep.reward = 1.0 if ep.correct else 0.0
         ep.meta.update(meta)
         ep.usage.wall_s = round(time.perf_counter() - self._t0, 4)

@@ -21,10 +21,11 @@ class Task:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def extract(self, text: str) -> str | None:
-        """The answer a model's text commits to, normalised; None when it has none (format failure)."""
-        from workbench.tasks.verify import VERIFIERS
+        """The answer a model's text commits to, normalised; None when it has none (format failure)
+        or when the verifier failed on it (see ``safe_extract``: never an exception)."""
+        from workbench.tasks.verify import safe_extract
 
-        return VERIFIERS[self.verifier].extract(text, self)
+        return safe_extract(self, text)[0]
 
     def check(self, text: str) -> tuple[str | None, bool]:
         """Extract the answer from model text and verify it: (extracted or None, correct)."""
@@ -32,10 +33,11 @@ class Task:
         return extracted, self.is_correct(extracted)
 
     def is_correct(self, extracted: str | None) -> bool:
-        """Verify an already extracted answer against the gold one."""
-        from workbench.tasks.verify import VERIFIERS
+        """Verify an already extracted answer against the gold one; a verifier that fails (or times
+        out) counts it wrong (see ``safe_check``: never an exception)."""
+        from workbench.tasks.verify import safe_check
 
-        return VERIFIERS[self.verifier].check(extracted, self)
+        return safe_check(self, extracted)[0]
 
 
 def data_dir(family: str) -> Path | None:

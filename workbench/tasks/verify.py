@@ -1,4 +1,4 @@
-"""Answer extraction and checking: pure functions, no model, no I/O.
+"""Answer extraction and checking: pure functions, no model, no I/O (math-verify runs in a helper process).
 
 `extract_number` reads a model's free text and returns the number it committed to, or None
 (a format failure). Preference order: an explicit marker ("Answer: 42", "the answer is 42",
@@ -6,32 +6,78 @@
 equation right after the marker is read to its result ("the answer is 8 - 3 = 5" is 5).
 `numbers_equal` compares two numeric strings exactly for integers and fractions, with a small
 relative tolerance for decimals.
+
+Total and bounded on any input (a model's output is data, never a reason to crash or hang):
+* every pattern is linear-time: no two adjacent quantifiers can share characters (possessive
+  ``*+`` / atomic ``(?>...)`` groups where they could), and the equation reader's terms are atomic,
+  so ``"The answer is " + "1/" * 40 + "x"`` or a run of spaces after a marker costs one pass;
+* a verifier reads at most the last ``MAX_REPLY_CHARS`` characters of a reply (`safe_extract`);
+* numbers are exact `Fraction`s parsed from bounded digit strings (``MAX_DIGITS`` per part, no
+  ``int(str)`` past Python's 4300-digit limit, no float overflow): a longer number is not read;
+  scientific notation (``2.5e3``, ``2.5 \\times 10^{3}``, ``10^400``) is read exactly;
+* `safe_extract` / `safe_check` turn any exception into (None / False, "Type: message"): the
+  episode records a ``verifier_error`` event and counts the answer wrong (workbench/protocols/base.py);
+* math-verify runs in a helper process with a hard deadline (``MATH_TIMEOUT_S``), which also stops
+  C code that a SIGALRM cannot interrupt, from any thread.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import os
 import re
+import select
 import string
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from workbench.tasks.code import check_code, extract_code
 
+MAX_REPLY_CHARS = 100_000  # a verifier reads at most the last this many characters of a reply
+MAX_DIGITS = 2_000  # a number whose parts (or value) need more digits is not read (never an error)
+MATH_MAX_CHARS = 2_000  # a math answer (or gold) longer than this is wrong without calling math-verify
+MATH_STEP_TIMEOUT_S = 5  # math-verify's own alarm per parse and per comparison (as before)
+MATH_TIMEOUT_S = 20.0  # hard deadline of one math comparison in the helper process
+MATH_MEMORY_BYTES = 4 << 30  # address-space cap of the helper process
+
+_LIMIT = 10**MAX_DIGITS
+
+# ---- numbers ----
+
 # A minus sign is a sign only when it does not follow a word or a closing bracket ("7-9" is 7 and 9).
-_NUM = r"(?:(?<![\w)\]])-)?[$€£]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?"
-# "8 - 3 = ", "2 x 3 + 1 = 7 - 1 = ": terms joined by operators, each chain ending in "=" (optional)
-_EQUATION = r"(?:" + _NUM + r"(?:\s*[-+*/×x÷]\s*" + _NUM + r")+\s*=\s*)*"
+_SIGN = r"(?:(?<![\w)\]])-)?"
+_POW10 = r"10\^(?:\{\s*+[-+]?\d+\s*+\}|[-+]?\d+)"  # 10^3, 10^{-3}
+_EXP = r"(?:[eE][-+]?\d+|\s*+(?:×|\\times|\\cdot|\*|x)\s*+" + _POW10 + ")"  # 2.5e3, 2.5 \times 10^{3}
+# a number without a fraction bar: sign, currency, digits (1,234 or 1234), decimals, exponent
+_SIMPLE = _SIGN + r"[$€£]?(?:" + _POW10 + r"|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?" + _EXP + "?)"
+_NUM = _SIMPLE + r"(?:/\d+)?"
+# "8 - 3 = ", "2 x 3 + 1 = 7 - 1 = ": terms joined by operators, each chain ending in "=" (optional).
+# Terms are atomic simple numbers: "8/2" is 8, "/", 2 (the same chains as with fraction terms, but
+# one way to read each, so a long "1/1/1/..." is one pass instead of exponentially many).
+_TERM = "(?>" + _SIMPLE + ")"
+_CHAIN = _TERM + r"(?:\s*+[-+*/×x÷]\s*+" + _TERM + ")+"
+_EQUATION = "(?:" + _CHAIN + r"\s*+=\s*+)*"
 _MARKERS = [
-    re.compile(r"####\s*(" + _NUM + ")"),
-    re.compile(r"\\boxed\{\s*(" + _NUM + r")\s*\}"),
+    re.compile(r"####\s*+(" + _NUM + ")"),
+    re.compile(r"\\boxed\{\s*+(" + _NUM + r")\s*\}"),
     # "the answer is 8 - 3 = 5" commits to 5, not 8: an equation after the marker is read to its result
-    re.compile(r"answer\s*(?:is|:|=)?\s*[:=]?\s*\**\s*" + _EQUATION + "(" + _NUM + ")", re.IGNORECASE),
+    re.compile(r"answer\s*+(?:is|:|=)?+\s*+[:=]?+\s*+\**+\s*+" + _EQUATION + "(" + _NUM + ")", re.IGNORECASE),
 ]
 _ANY_NUM = re.compile(_NUM)
-_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
+# the parts of one matched number: sign, 10^k alone, digits, decimals, exponent (two spellings), denominator
+_NUM_PARTS = re.compile(
+    r"(-?)[$€£]?(?:10\^\{?\s*([-+]?\d+)\s*\}?|([\d,]+)(?:\.(\d+))?"
+    r"(?:[eE]([-+]?\d+)|\s*(?:×|\\times|\\cdot|\*|x)\s*10\^\{?\s*([-+]?\d+)\s*\}?)?)(?:/(\d+))?"
+)
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*+(-?\d+)\s*+\}\{\s*+(\d+)\s*+\}")
 
 
 def _prepare(text: str) -> str:
@@ -41,19 +87,35 @@ def _prepare(text: str) -> str:
     return _LATEX_FRAC.sub(r"\1/\2", text)
 
 
-def parse_number(s: str) -> Fraction | None:
-    """'1,234' -> 1234, '$5.50' -> 11/2, '3/4' -> 3/4, '12 apples' -> 12, 'x' -> None."""
-    m = _ANY_NUM.search(s.replace("\u2212", "-"))
+def _fraction(text: str) -> Fraction | None:
+    """The exact value of one matched number; None when it needs more than MAX_DIGITS digits."""
+    m = _NUM_PARTS.fullmatch(text)
     if m is None:
         return None
-    text = m.group(0).replace("$", "").replace("€", "").replace("£", "").replace(",", "")
-    try:
-        if "/" in text:
-            num, den = text.split("/")
-            return Fraction(num) / Fraction(den) if Fraction(den) != 0 else None
-        return Fraction(text)
-    except (ValueError, ZeroDivisionError):
+    sign, power, whole, decimals, exp_e, exp_10, den = m.groups()
+    if power is not None:
+        digits, exponent = "1", power
+    else:
+        digits, exponent = whole.replace(",", "") + (decimals or ""), exp_e or exp_10 or "0"
+    if len(digits) > MAX_DIGITS or len(exponent) > 6 or (den is not None and len(den) > MAX_DIGITS):
         return None
+    shift = int(exponent) - len(decimals or "")
+    if abs(shift) > MAX_DIGITS:
+        return None
+    value = Fraction(int(digits) * 10**shift) if shift >= 0 else Fraction(int(digits), 10**-shift)
+    if den is not None:
+        if int(den) == 0:
+            return None
+        value /= int(den)
+    if abs(value.numerator) >= _LIMIT or value.denominator >= _LIMIT:
+        return None
+    return -value if sign else value
+
+
+def parse_number(s: str) -> Fraction | None:
+    """'1,234' -> 1234, '$5.50' -> 11/2, '3/4' -> 3/4, '2.5e3' -> 2500, '12 apples' -> 12, 'x' -> None."""
+    m = _ANY_NUM.search(s.replace("\u2212", "-"))
+    return None if m is None else _fraction(m.group(0))
 
 
 def extract_number(text: str) -> str | None:
@@ -68,14 +130,17 @@ def extract_number(text: str) -> str | None:
 
 
 def normalise_number(s: str) -> str | None:
-    """Canonical string of a number: '1,000.50' -> '1000.5', '6/4' -> '3/2', '-0' -> '0'."""
+    """Canonical string of a number: '1,000.50' -> '1000.5', '6/4' -> '3/2', '-0' -> '0', '2.5e3' -> '2500'."""
     value = parse_number(s)
     if value is None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    as_float = float(value)
-    if Fraction(repr(as_float)) == value:  # a terminating decimal
+    try:
+        as_float = float(value)
+    except OverflowError:  # beyond a float: the exact fraction
+        as_float = None
+    if as_float is not None and Fraction(repr(as_float)) == value:  # a terminating decimal
         return repr(as_float)
     return f"{value.numerator}/{value.denominator}"
 
@@ -88,13 +153,16 @@ def numbers_equal(predicted: str | None, gold: str, rel_tol: float = 1e-6) -> bo
         return False
     if a == b:
         return True
-    return abs(float(a) - float(b)) <= rel_tol * max(1.0, abs(float(b)))
+    try:
+        return abs(float(a) - float(b)) <= rel_tol * max(1.0, abs(float(b)))
+    except OverflowError:  # beyond a float: the same test, exactly
+        return abs(a - b) <= Fraction(rel_tol) * max(1, abs(b))
 
 
 # ---- where a free-text reply states its answer (shared by the choice, exact and math kinds) ----
 
 # "Answer: X", "The answer is X", "final answer: X"; a bare "answer" ("let me answer this") is not one.
-_MARK = r"answer(?:\s+to\s+(?:this|the)\s+(?:question|problem))?\s*(?:is\s*:?|:|=)"
+_MARK = r"answer(?:\s++to\s++(?:this|the)\s++(?:question|problem))?+\s*+(?:is\s*+:?+|:|=)"
 _ANSWER_MARK = re.compile(_MARK, re.IGNORECASE)
 
 
@@ -109,21 +177,25 @@ def _strip_wrapping(s: str) -> str:
 def answer_span(text: str) -> str | None:
     """What follows the last answer marker, to the end of its line (or the next line when the
     marker ends its line); None when the text has no marker."""
-    hits = list(_ANSWER_MARK.finditer(text))
-    if not hits:
+    last = None
+    for last in _ANSWER_MARK.finditer(text):  # noqa: B007 (only the last one is wanted)
+        pass
+    if last is None:
         return None
-    rest = text[hits[-1].end() :]
-    lines = [line for line in rest.split("\n") if line.strip()]
-    if not lines:
-        return None
-    first = rest.split("\n", 1)[0]
-    return _strip_wrapping(first if first.strip() else lines[0])
+    rest = text[last.end() :]
+    first, _, after = rest.partition("\n")
+    if first.strip():
+        return _strip_wrapping(first)
+    for line in after.split("\n"):
+        if line.strip():
+            return _strip_wrapping(line)
+    return None
 
 
 # ---- choice: multiple choice, a letter or the option's text ----
 
 _LETTER_AFTER_MARK = re.compile(
-    _MARK + r"\s*[*\s]*(?:option\s+|choice\s+)?\(?([A-Z])\)?(?![\w'])", re.IGNORECASE
+    _MARK + r"[*\s]*+(?:option\s++|choice\s++)?+\(?([A-Z])\)?(?![\w'])", re.IGNORECASE
 )
 _PAREN_LETTER = re.compile(r"\(([A-Z])\)")
 
@@ -135,9 +207,9 @@ def _norm_text(s: str) -> str:
 def _find_option(span: str, options: list[str]) -> int | None:
     """The one option whose text appears in `span` as whole words; None if none or several do."""
     text = f" {_norm_text(span)} "
-    found = [i for i, o in enumerate(options) if _norm_text(o) and f" {_norm_text(o)} " in text]
+    names = [_norm_text(str(o)) for o in options]
+    found = [i for i, name in enumerate(names) if name and f" {name} " in text]
     if len(found) > 1:  # "dog" inside "hot dog": drop an option found only as part of another
-        names = {i: _norm_text(options[i]) for i in found}
         found = [i for i in found if not any(j != i and names[i] in names[j] for j in found)]
     return found[0] if len(found) == 1 else None
 
@@ -172,7 +244,7 @@ def extract_choice(text: str, options: list[str]) -> str | None:
     i = _find_option(text, options)
     if i is not None:
         return letters[i]
-    bare = re.fullmatch(r"\s*\(?([A-Z])\)?[.:]?\s*", text)
+    bare = re.fullmatch(r"\s*+\(?([A-Z])\)?[.:]?\s*", text)
     return bare.group(1) if bare and bare.group(1) in letters else None
 
 
@@ -210,7 +282,7 @@ def extract_exact(text: str, fmt: str = "text", labels: tuple[str, ...] | list[s
         return extract_number(text)
     span = answer_span(text)
     if fmt == "labels" and labels:
-        pattern = re.compile(r"\b(" + "|".join(re.escape(x) for x in labels) + r")\b", re.IGNORECASE)
+        pattern = re.compile(r"\b(" + "|".join(re.escape(str(x)) for x in labels) + r")\b", re.IGNORECASE)
         for where in (span, text):
             hits = pattern.findall(where or "")
             if hits:
@@ -227,6 +299,8 @@ def extract_exact(text: str, fmt: str = "text", labels: tuple[str, ...] | list[s
 
 # ---- math: symbolic equivalence with math-verify (\boxed{}, LaTeX, intervals, tuples) ----
 
+_BRACE = re.compile(r"[{}]")
+
 
 def last_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} or \\fbox{...}, with nested braces; None if there is none."""
@@ -235,10 +309,10 @@ def last_boxed(text: str) -> str | None:
         return None
     i = text.index("{", start) + 1
     depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
+    for m in _BRACE.finditer(text, i):
+        depth += 1 if m.group() == "{" else -1
         if depth == 0:
-            return text[i:j].strip()
+            return text[i : m.start()].strip()
     return None  # unbalanced: the reply was cut off inside the box
 
 
@@ -255,6 +329,10 @@ def extract_math(text: str) -> str | None:
     return hits[-1].replace("$", "") if hits else None
 
 
+class VerifierTimeout(Exception):
+    """A verification ran past its time limit; the answer is counted wrong (a ``verifier_error``)."""
+
+
 def _math_parse(s: str, timeout: int | None) -> list:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
@@ -266,22 +344,160 @@ def _math_parse(s: str, timeout: int | None) -> list:
     )
 
 
-def math_equal(predicted: str | None, gold: str) -> bool:
-    """Whether a predicted answer equals the gold one symbolically (math-verify: fractions,
-    radicals, intervals, tuples, sets, units in \\text{} ignored). False when either does not parse.
-
-    math-verify bounds each parse and comparison with SIGALRM, which only the main thread can use;
-    elsewhere (a notebook runs the scheduler on a worker thread) the comparison runs unbounded.
-    """
-    if predicted is None or not predicted.strip():
-        return False
+def _math_equal_here(predicted: str, gold: str, timeout: int | None) -> bool:
+    """math-verify in this process: its SIGALRM bounds each step on the main thread only."""
     from math_verify import verify
 
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
     gold_parsed, pred_parsed = _math_parse(gold, timeout), _math_parse(predicted, timeout)
     if not gold_parsed or not pred_parsed:
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+
+
+def _math_worker_main() -> None:
+    """The helper process: one JSON ``[predicted, gold]`` per line in, ``1`` or ``0`` per line out."""
+    import logging
+    import resource
+
+    out = os.fdopen(os.dup(1), "w")  # the answers' channel; stray prints of libraries go to stderr
+    os.dup2(2, 1)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (MATH_MEMORY_BYTES, MATH_MEMORY_BYTES))
+    except (ValueError, OSError):
+        pass
+    import math_verify  # noqa: F401 (imported before saying ready)
+
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            predicted, gold = json.loads(line)
+            ok = _math_equal_here(predicted, gold, MATH_STEP_TIMEOUT_S)
+        except BaseException as e:  # math-verify's own timeout is a BaseException
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            ok = False
+        out.write("1\n" if ok else "0\n")
+        out.flush()
+
+
+class _MathHelper:
+    """One helper process running math-verify, restarted after a timeout or a crash.
+
+    A deadline here stops anything (C code included) from any thread, which math-verify's SIGALRM
+    cannot. Calls are serialised by a lock; a fork (a new pid) starts its own helper.
+    """
+
+    START_TIMEOUT_S = 120.0  # importing sympy on a loaded 2-core machine
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._pid = -1
+        self.unavailable = False  # the helper cannot start here: verify in-process as before
+
+    def _start(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # so that the helper imports this workbench
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        code = "from workbench.tasks.verify import _math_worker_main; _math_worker_main()"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the terminal is the parent's to handle
+        )
+        self._pid = os.getpid()
+        if self._readline(self.START_TIMEOUT_S) != b"ready":
+            self.close()
+            raise OSError("the math-verify helper process did not start")
+
+    def _readline(self, timeout: float) -> bytes | None:
+        """One line from the helper, or None on timeout or end of file."""
+        fd = self._proc.stdout.fileno()
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 64)
+            if not chunk:
+                return None
+            buf += chunk
+        return buf.strip()
+
+    def close(self) -> None:
+        if self._proc is not None and self._pid == os.getpid():
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def equal(self, predicted: str, gold: str) -> bool:
+        with self._lock:
+            if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None:
+                self._proc = None
+                self._start()
+            self._proc.stdin.write(json.dumps([predicted, gold]).encode() + b"\n")
+            self._proc.stdin.flush()
+            answer = self._readline(MATH_TIMEOUT_S)
+            if answer in (b"0", b"1"):
+                return answer == b"1"
+            self.close()
+        if answer is None:
+            raise VerifierTimeout(
+                f"math-verify took longer than {MATH_TIMEOUT_S:g} s on an answer of {len(predicted)} characters"
+            )
+        raise RuntimeError(f"the math-verify helper process failed ({answer[:80]!r})")
+
+
+_MATH_HELPER = _MathHelper()
+atexit.register(_MATH_HELPER.close)
+_MATH_CACHE: dict[tuple[str, str], bool | None] = {}  # None: timed out (raised again, not re-run)
+
+
+def math_equal(predicted: str | None, gold: str) -> bool:
+    """Whether a predicted answer equals the gold one symbolically (math-verify: fractions,
+    radicals, intervals, tuples, sets, units in \\text{} ignored). False when either does not parse
+    or is longer than ``MATH_MAX_CHARS``.
+
+    math-verify runs in a helper process (`_MathHelper`) with math-verify's own 5 s step alarms and
+    a hard ``MATH_TIMEOUT_S`` deadline; past it this raises VerifierTimeout (counted wrong by
+    `safe_check`). Where the helper cannot start, math-verify runs here as before: bounded by its
+    SIGALRM on the main thread, unbounded on other threads.
+    """
+    if predicted is None or not predicted.strip():
+        return False
+    if len(predicted) > MATH_MAX_CHARS or len(gold) > MATH_MAX_CHARS:
+        return False
+    key = (predicted, gold)
+    if key in _MATH_CACHE:
+        if _MATH_CACHE[key] is None:
+            raise VerifierTimeout(
+                f"math-verify timed out on this answer before ({len(predicted)} characters)"
+            )
+        return _MATH_CACHE[key]
+    if len(_MATH_CACHE) > 50_000:
+        _MATH_CACHE.clear()
+    if not _MATH_HELPER.unavailable:
+        try:
+            result = _MATH_HELPER.equal(predicted, gold)
+        except VerifierTimeout:
+            _MATH_CACHE[key] = None
+            raise
+        except OSError:  # no helper process here (no sys.executable, a locked-down host)
+            _MATH_HELPER.unavailable = True
+    if _MATH_HELPER.unavailable:
+        timeout = MATH_STEP_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+        result = _math_equal_here(predicted, gold, timeout)
+    _MATH_CACHE[key] = result
+    return result
+
+
+# ---- the verifier kinds, and the total entry points every caller uses ----
 
 
 @dataclass(frozen=True)
@@ -313,3 +529,42 @@ VERIFIERS: dict[str, Verifier] = {
     # the reply's program, run against task.meta's tests in the sandbox (workbench/tasks/code.py)
     "code": Verifier(extract_code, check_code),
 }
+
+
+def _describe(e: BaseException) -> str:
+    try:
+        message = str(e)
+    except Exception:  # an exception whose str() fails is still described by its type
+        message = ""
+    return f"{type(e).__name__}: {message[:200]}" if message else type(e).__name__
+
+
+def _user_error(e: Exception) -> bool:
+    """A configuration or data error (the user's to fix): raised, never counted as a wrong answer."""
+    from workbench.config import ConfigError
+    from workbench.tasks.base import TaskError
+
+    return isinstance(e, ConfigError | TaskError)
+
+
+def safe_extract(task: Any, text: str) -> tuple[str | None, str | None]:
+    """``(extracted, error)``: the verifier's answer from the last MAX_REPLY_CHARS of ``text``;
+    any exception gives ``(None, "Type: message")`` (a format failure that the episode records)."""
+    verifier = VERIFIERS[task.verifier]  # an unknown kind is a bug in the task, not in the reply
+    try:
+        return verifier.extract(text[-MAX_REPLY_CHARS:], task), None
+    except Exception as e:
+        if _user_error(e):
+            raise
+        return None, _describe(e)
+
+
+def safe_check(task: Any, extracted: str | None) -> tuple[bool, str | None]:
+    """``(correct, error)``: any exception (a timeout included) gives ``(False, "Type: message")``."""
+    verifier = VERIFIERS[task.verifier]
+    try:
+        return bool(verifier.check(extracted, task)), None
+    except Exception as e:
+        if _user_error(e):
+            raise
+        return False, _describe(e)
