@@ -29,7 +29,12 @@ from typing import Any
 from workbench.tasks.sandbox import Program, SandboxLimits, SandboxResult, run_program
 
 # ```python ... ``` (or ```py / ``` alone); the closing fence may be cut off by max_tokens
-_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(
+    r"```[ \t]*+(?:python3?|py)?+[ \t]*+\n(.*?)(?:\n[ \t]*+```|\Z)", re.DOTALL | re.IGNORECASE
+)  # possessive: a fence followed by a long run of spaces is one pass
+# the most source text one extraction hands to ast.parse: an ordinary reply (a few thousand
+# characters, its prefixes cut back line by line) stays far below; a pathological one stops here
+PARSE_BUDGET_CHARS = 2_000_000
 _CODE_START = re.compile(r"^(?:def |class |import |from |async def |@|if __name__)", re.MULTILINE)
 _RESULT_MARK = "\x00workbench-result\x00"  # the functional driver's last stdout line starts with this
 
@@ -74,12 +79,23 @@ def _acceptable(code: str, entry_point: str | None) -> bool:
     return entry_point is None or _defines(tree, entry_point)
 
 
-def _longest_acceptable_prefix(code: str, entry_point: str | None) -> str | None:
+def _longest_acceptable_prefix(
+    code: str, entry_point: str | None, budget: list[int] | None = None
+) -> str | None:
     """`code` cut after its last line that leaves acceptable code (a reply truncated by max_tokens
-    in the middle of a second function still answers with the first)."""
+    in the middle of a second function still answers with the first). ``budget``: characters
+    left to parse (shared by one extraction); None when it runs out before a prefix is found."""
+    budget = [PARSE_BUDGET_CHARS] if budget is None else budget
     lines = code.rstrip().split("\n")
+    previous = None
     for end in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:end]).rstrip()
+        if candidate == previous:  # a blank line cut off: the same text, already refused
+            continue
+        previous = candidate
+        budget[0] -= len(candidate)
+        if budget[0] < 0:
+            return None
         if _acceptable(candidate, entry_point):
             return candidate
     return None
@@ -99,13 +115,14 @@ def extract_code(text: str, task: Any = None) -> str | None:
     prompt = meta.get("prompt")
     text = text.replace("\r\n", "\n")
 
+    budget = [PARSE_BUDGET_CHARS]
     blocks = [b.strip("\n") for b in _FENCE.findall(text)]
     if blocks:
         good = []
         for b in blocks:
             if prompt and not _acceptable(b, entry) and _acceptable(prompt + b, entry):
                 b = prompt + b  # a fenced body that continues the signature
-            b = _longest_acceptable_prefix(b, entry) or ""
+            b = _longest_acceptable_prefix(b, entry, budget) or ""
             if b:
                 good.append(b)
         if not good:
@@ -118,7 +135,7 @@ def extract_code(text: str, task: Any = None) -> str | None:
         return (prompt + text).rstrip()
     start = _CODE_START.search(text)
     if start is not None:
-        return _longest_acceptable_prefix(text[start.start() :], entry)
+        return _longest_acceptable_prefix(text[start.start() :], entry, budget)
     return None
 
 
