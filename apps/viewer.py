@@ -279,8 +279,11 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
         def show(run: str | None, positions: list[int], pos: int | None):
             if run is None or pos is None:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            pos = _as_pos(pos)
+            if pos is None:  # a value sent by a client, not one the table listed
+                return gr.skip(), "", empty_figure("refused"), _error(ConfigError("no such episode"))
             try:
-                fig, transcript = viewer.episode_view(run, int(pos))
+                fig, transcript = viewer.episode_view(run, pos)
             except ConfigError as e:
                 return pos, "", empty_figure("refused"), _error(e)
             return pos, _position(positions, pos), fig, transcript
@@ -294,7 +297,7 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
 
         def pick_episode(run: str | None, positions: list[int], evt: gr.SelectData):
             row = evt.row_value or []
-            return show(run, positions, int(row[0]) if row else None)
+            return show(run, positions, row[0] if row else None)
 
         def pick_run(evt: gr.SelectData):
             row = evt.row_value or []
@@ -418,6 +421,19 @@ def build_app(root: str | Path, launcher: Launcher | None = None) -> gr.Blocks:
     app.viewer = viewer  # type: ignore[attr-defined]
     app.launcher = launcher  # type: ignore[attr-defined]
     return app
+
+
+def _as_pos(x: Any) -> int | None:
+    """An episode position from a table cell or a client: an int, an integral float or a digit string."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)
+    if isinstance(x, str) and x.isascii() and x.isdigit() and len(x) < 19:
+        return int(x)
+    return None
 
 
 def _position(positions: list[int], pos: int) -> str:

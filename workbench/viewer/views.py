@@ -92,7 +92,7 @@ class Viewer:
 
     def episode(self, name: str, pos: int) -> dict[str, Any]:
         snap = self.snapshot(name)
-        if not 0 <= pos < snap.n:
+        if _count(pos) is None or not pos < snap.n:
             raise RunAccessError(f"run {name} has no episode #{pos} (it has {snap.n})")
         return self._tails[snap.name].episode(pos)
 
