@@ -59,6 +59,9 @@ class _Handler(BaseHTTPRequestHandler):
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
+            if scenario == "moved":  # a redirect to another route: must not be followed (key included)
+                where = f"http://127.0.0.1:{srv.server_address[1]}/ok/v1/chat/completions"
+                return self._send(307, b"{}", {"Location": where})
             if scenario == "r429" and tries <= 2:
                 return self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "0.3"})
             if scenario == "r500" or (scenario == "ok" and content.startswith("fail")):
@@ -292,9 +295,121 @@ def test_wrong_or_missing_key(server, monkeypatch):
         load_backend(f"openai:{server.url('auth')}#test-model")  # localhost: no key by default
 
 
-def test_remote_url_defaults_to_openai_api_key(monkeypatch):
+def test_the_default_key_goes_only_to_its_own_host(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ModelLoadError, match="OPENAI_API_KEY is not set"):
-        OpenAIBackend("https://api.example.com/v1", "m")
+        OpenAIBackend("https://api.openai.com/v1", "m")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    assert OpenAIBackend("https://API.OpenAI.com/v1", "m").api_key_env == "OPENAI_API_KEY"
+    for url in (
+        "https://api.example.com/v1",
+        "https://api.openai.com.evil.example/v1",
+        "https://evil.example/api.openai.com/v1",
+        "https://api.openai.com@evil.example/v1",
+        "http://localhost:8000/v1",
+    ):
+        b = OpenAIBackend(url, "m")
+        assert b.api_key_env is None and "Authorization" not in b._headers, url
     assert OpenAIBackend("https://api.example.com/v1", "m", api_key_env="none").api_key_env is None
-    assert OpenAIBackend("http://localhost:8000/v1", "m").api_key_env is None
+    # named explicitly for this model: the user's choice
+    assert OpenAIBackend("https://api.example.com/v1", "m", api_key_env="OPENAI_API_KEY").api_key_env
+
+
+def test_no_default_key_reaches_another_server(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    b = load_backend(f"openai:{server.url('ok')}#test-model", max_retries=0)
+    assert b.generate([_req("q")])[0].text == "echo q seed=None"
+    assert server.log and all("Authorization" not in e["headers"] for e in server.log)
+    b.close()
+
+
+@pytest.mark.parametrize(
+    "url, key_env, what",
+    [
+        ("http://10.1.2.3:8000/v1", "WB_TEST_KEY", "the key from $WB_TEST_KEY"),
+        ("http://api.openai.com/v1", "", "the key from $OPENAI_API_KEY"),
+        ("http://localhost.evil.example/v1", "WB_TEST_KEY", "the key from $WB_TEST_KEY"),
+        ("http://127.0.0.1.nip.io/v1", "WB_TEST_KEY", "the key from $WB_TEST_KEY"),
+        ("http://bob:hunter2@10.0.0.9/v1", "", "the user:password in the URL"),
+        ("http://bob@192.168.1.5/v1", "none", "the user:password in the URL"),
+    ],
+)
+def test_no_credential_over_plain_http_to_another_machine(monkeypatch, url, key_env, what):
+    monkeypatch.setenv("WB_TEST_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with pytest.raises(ModelLoadError) as err:
+        OpenAIBackend(url, "m", api_key_env=key_env)
+    message = str(err.value)
+    assert f"refusing to send {what} over plain http" in message and "use https://" in message
+    assert "hunter2" not in message and SECRET not in message and "\n" not in message
+
+
+def test_keys_over_http_to_loopback_and_https_are_fine(monkeypatch):
+    monkeypatch.setenv("WB_TEST_KEY", SECRET)
+    for url in (
+        "http://127.0.0.2:8000/v1",
+        "http://[::1]:8000/v1",
+        "http://localhost/v1",
+        "https://10.1.2.3/v1",
+    ):
+        assert OpenAIBackend(url, "m", api_key_env="WB_TEST_KEY").api_key_env == "WB_TEST_KEY", url
+
+
+def test_redirects_are_not_followed(server, monkeypatch):
+    monkeypatch.setenv("WB_TEST_KEY", SECRET)
+    b = _backend(server.url("moved"), api_key_env="WB_TEST_KEY")
+    [g] = b.generate([_req("q")])
+    assert g.finish_reason == "error" and "HTTP 307" in g.error
+    assert [e["path"].split("/")[1] for e in server.log] == ["moved"]
+    b.close()
+
+
+def test_urls_are_recorded_without_credentials(server, tmp_path):
+    port = server.server_address[1]
+    spec = f"openai:http://bob:hunter2@127.0.0.1:{port}/ok/v1?key=qs3cret&api-version=7#test-model"
+    b = load_backend(spec, max_retries=0)
+    [g] = b.generate([_req("q")])
+    assert g.text == "echo q seed=None"
+    assert server.log[-1]["path"].endswith("/chat/completions?key=qs3cret&api-version=7")  # still sent
+    assert server.log[-1]["headers"]["Authorization"].startswith("Basic ")  # user:pass as HTTP auth
+    shown = repr(b) + b.name
+    assert "hunter2" not in shown and "qs3cret" not in shown and "api-version=7" in shown
+    b.close()
+    down = _backend("http://bob:hunter2@127.0.0.1:1/v1?token=qs3cret", max_retries=0)
+    [err] = down.generate([_req("q")])
+    assert err.finish_reason == "error" and "hunter2" not in err.error and "qs3cret" not in err.error
+    down.close()
+    with pytest.raises(ModelLoadError) as e:
+        load_backend("openai:http://bob:hunter2@127.0.0.1:1/v1?token=qs3cret#m")
+    assert "hunter2" not in str(e.value) and "qs3cret" not in str(e.value)
+
+    # a whole eval: no credential in config.yaml, summary.json, manifest or episodes
+    from workbench.evaluate import EvalConfig, run_eval
+
+    cfg = EvalConfig.build(
+        {"model": {"max_retries": 0}}, task="arithmetic", model=spec, limit=2, out=str(tmp_path / "run")
+    )
+    result = run_eval(cfg, progress=False)
+    assert result.summary["n"] == 2
+    files = "".join(p.read_text() for p in Path(result.run_dir).iterdir() if p.is_file())
+    assert "hunter2" not in files and "qs3cret" not in files and f"127.0.0.1:{port}/ok/v1" in files
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("https://bob:pw@host/v1", "https://host/v1"),
+        ("openai:http://u:p@10.0.0.5:80/v1#m", "openai:http://10.0.0.5:80/v1#m"),
+        ("https://h/v1?key=abc&api-version=2024&sig=x", "https://h/v1?key=***&api-version=2024&sig=***"),
+        ("https://h/v1?X-Amz-Credential=a%2Fb", "https://h/v1?X-Amz-Credential=***"),
+        ("failed: http://a:b@[::1]:9/x and https://c:d@e/f", "failed: http://[::1]:9/x and https://e/f"),
+        ("https://h/v1", "https://h/v1"),
+        ("no url here: user:pass@host", "no url here: user:pass@host"),
+        ("http://[::1/x", "http://[::1/x"),
+    ],
+)
+def test_redaction(text, shown):
+    from workbench.redact import redact_secrets, redact_text
+
+    assert redact_text(text) == shown
+    assert redact_secrets({"a": [text, 1], "b": (text,)}) == {"a": [shown, 1], "b": (shown,)}

@@ -18,26 +18,36 @@ How it departs from the obvious client:
   ``error``: one bad request never loses the rest of the batch, and the episode counts it.
 - The API key is read from the environment variable *named* in the config and lives only in the
   HTTP client's headers: never in the backend's repr, its name, a generation or a run file.
+- Where keys go: the default variable ($OPENAI_API_KEY) is sent only to the host it belongs to
+  (``api.openai.com``); any other host gets a key only from a variable named for it
+  (``api_key_env``). No credential (a key, or ``user:pass@`` in the URL) is ever sent over plain
+  http to a host that is not loopback: that is refused at load, with the fix. Redirects are not
+  followed (a 3xx is an error), so a key never travels on to another host.
+- URLs are shown (name, repr, errors) without ``user:pass@`` and with query values hidden
+  (`workbench.redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import os
 import random
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from workbench.models.base import Generation, Request
 from workbench.models.loading import ModelLoadError
+from workbench.redact import redact_text, redact_url
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_KEY_HOSTS = ("api.openai.com",)  # the only hosts the default variable's key is sent to
 NO_KEY = "none"  # api_key_env value for remote servers that need no key
 SPEC_HELP = "openai:URL#MODEL, e.g. openai:http://127.0.0.1:8000/v1#smollm2"
 
@@ -46,16 +56,43 @@ def parse_openai_spec(spec: str) -> tuple[str, str]:
     """``openai:URL#MODEL`` -> (base URL without a trailing ``/chat/completions``, model name)."""
     body = spec.removeprefix("openai:")
     url, sep, model = body.rpartition("#")
+    shown = redact_text(spec)
     if not sep or not url.strip() or not model.strip():
-        raise ModelLoadError(f"model spec '{spec}' has no model name; write it as {SPEC_HELP}")
-    url = url.strip().rstrip("/").removesuffix("/chat/completions")
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise ModelLoadError(f"'{url}' in model spec '{spec}' is not an http(s) URL; write it as {SPEC_HELP}")
+        raise ModelLoadError(f"model spec '{shown}' has no model name; write it as {SPEC_HELP}")
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as e:
+        raise ModelLoadError(f"model spec '{shown}': {e}; write it as {SPEC_HELP}") from None
+    path = parts.path.rstrip("/").removesuffix("/chat/completions")
+    url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ModelLoadError(
+            f"'{redact_url(url)}' in model spec '{shown}' is not an http(s) URL; write it as {SPEC_HELP}"
+        )
     return url, model.strip()
 
 
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
 def _is_local(url: str) -> bool:
-    return urlsplit(url).hostname in LOCAL_HOSTS
+    """A loopback destination: localhost, 127.0.0.0/8, ::1 (and 0.0.0.0, which reaches this machine)."""
+    host = _host(url)
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _route(base_url: str, route: str) -> str:
+    """``{base}/{route}``, keeping the base's query string (e.g. ``?api-version=``) at the end."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{route}", parts.query, ""))
 
 
 class OpenAIBackend:
@@ -63,8 +100,8 @@ class OpenAIBackend:
 
     base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is appended).
     model: the server's name for the model (the ``model`` field of every request).
-    api_key_env: NAME of the environment variable holding the key; "" = ``OPENAI_API_KEY`` for a
-        remote URL and no key for localhost; ``"none"`` = never send a key.
+    api_key_env: NAME of the environment variable holding the key; "" = ``OPENAI_API_KEY`` for
+        api.openai.com and no key for any other host; ``"none"`` = never send a key.
     timeout_s: per HTTP request (connect + response); a timed-out request is retried.
     max_concurrency: requests in flight at once (a server's batch or a provider's rate limit).
     max_retries: retries after the first attempt, on 429, 5xx, timeouts and connection errors.
@@ -96,8 +133,9 @@ class OpenAIBackend:
         if timeout_s <= 0:
             raise ModelLoadError(f"timeout_s must be > 0, got {timeout_s}")
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redact_url(self.base_url)  # what names, reprs and errors show
         self.model = model
-        self.name = name or f"openai:{self.base_url}#{model}"
+        self.name = redact_text(name) if name else f"openai:{self.shown_url}#{model}"
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
@@ -107,11 +145,24 @@ class OpenAIBackend:
         self.return_token_ids = return_token_ids
         self.api_key_env = self._key_env(api_key_env)
         self._headers = {"Content-Type": "application/json"}
+        parts = urlsplit(self.base_url)
+        if (self.api_key_env or parts.username or parts.password) and parts.scheme != "https":
+            if not _is_local(self.base_url):
+                what = (
+                    f"the key from ${self.api_key_env}"
+                    if self.api_key_env
+                    else "the user:password in the URL"
+                )
+                raise ModelLoadError(
+                    f"{self.shown_url}: refusing to send {what} over plain http to a host that is not this "
+                    f"machine; use https://, or model.api_key_env={NO_KEY} (and no user:password@) for a "
+                    f"server that needs no key"
+                )
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
                 raise ModelLoadError(
-                    f"{self.base_url} needs an API key, but the environment variable {self.api_key_env} "
+                    f"{self.shown_url} needs an API key, but the environment variable {self.api_key_env} "
                     f"is not set; export {self.api_key_env}=... (or set model.api_key_env to the name of the "
                     f"variable that holds it; model.api_key_env={NO_KEY} for a server without keys)"
                 )
@@ -127,10 +178,10 @@ class OpenAIBackend:
             return None
         if api_key_env:
             return api_key_env
-        return None if _is_local(self.base_url) else DEFAULT_KEY_ENV
+        return DEFAULT_KEY_ENV if _host(self.base_url) in DEFAULT_KEY_HOSTS else None
 
     def __repr__(self) -> str:  # never the key, only the name of its variable
-        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+        return f"OpenAIBackend(base_url={self.shown_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
     # ---- load-time check ----
     def check(self) -> None:
@@ -140,14 +191,14 @@ class OpenAIBackend:
         """
         try:
             with httpx.Client(timeout=min(self.timeout_s, 15.0)) as client:
-                resp = client.get(f"{self.base_url}/models", headers=self._headers)
+                resp = client.get(_route(self.base_url, "models"), headers=self._headers)
         except httpx.HTTPError as e:
             raise ModelLoadError(
-                f"cannot reach {self.base_url} ({type(e).__name__}: {e}); start the server "
+                f"cannot reach {self.shown_url} ({type(e).__name__}: {self._scrub(str(e))}); start the server "
                 f"(e.g. workbench serve --model smollm2 --port 8000) or fix the URL in --model {SPEC_HELP}"
             ) from None
         if resp.status_code in (401, 403):
-            raise ModelLoadError(f"{self.base_url}: {self._auth_message(resp.status_code)}")
+            raise ModelLoadError(f"{self.shown_url}: {self._auth_message(resp.status_code)}")
         if resp.status_code != 200:
             return
         try:
@@ -157,9 +208,13 @@ class OpenAIBackend:
         if served and self.model not in served:
             shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
             raise ModelLoadError(
-                f"{self.base_url} does not serve a model named '{self.model}'; it serves: {shown} "
-                f"(use --model openai:{self.base_url}#{served[0]})"
+                f"{self.shown_url} does not serve a model named '{self.model}'; it serves: {shown} "
+                f"(use --model openai:{self.shown_url}#{served[0]})"
             )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` (an exception's message) with the raw URL and any credentials taken out."""
+        return redact_text(text.replace(self.base_url, self.shown_url))
 
     def _auth_message(self, status: int) -> str:
         if self.api_key_env:
@@ -215,7 +270,9 @@ class OpenAIBackend:
                     limits = httpx.Limits(
                         max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
                     )
-                    self._client = httpx.AsyncClient(headers=self._headers, limits=limits)
+                    self._client = httpx.AsyncClient(
+                        headers=self._headers, limits=limits, follow_redirects=False
+                    )
                     self._sem = asyncio.Semaphore(self.max_concurrency)
 
                 asyncio.run_coroutine_threadsafe(setup(), loop).result()
@@ -226,7 +283,9 @@ class OpenAIBackend:
         jobs = [self._one(req, j) for req in requests for j in range(req.sampling.n)]
         out = await asyncio.gather(*jobs, return_exceptions=True)
         return [
-            g if isinstance(g, Generation) else _failed(f"{type(g).__name__}: {g}", 0.0, self.base_url)
+            g
+            if isinstance(g, Generation)
+            else _failed(f"{type(g).__name__}: {self._scrub(str(g))}", 0.0, self.shown_url)
             for g in out
         ]
 
@@ -252,7 +311,8 @@ class OpenAIBackend:
 
     async def _one(self, req: Request, j: int) -> Generation:
         """One sample: POST with retries; never raises for a network or server problem."""
-        url = f"{self.base_url}/chat/completions"
+        url = _route(self.base_url, "chat/completions")
+        shown = _route(self.shown_url, "chat/completions")
         body = self.body(req, j)
         t0 = time.perf_counter()
         error = ""
@@ -265,21 +325,22 @@ class OpenAIBackend:
                     error = f"no response within timeout_s={self.timeout_s}s"
                 except httpx.TransportError as e:
                     error = (
-                        f"connection error ({type(e).__name__}: {e}); is the server at {self.base_url} up?"
+                        f"connection error ({type(e).__name__}: {self._scrub(str(e))}); "
+                        f"is the server at {self.shown_url} up?"
                     )
                 else:
                     if resp.status_code == 200:
                         return self._parse(resp, req, time.perf_counter() - t0)
                     error = f"HTTP {resp.status_code}: {_server_message(resp)}"
                     if resp.status_code in (401, 403):
-                        return _failed(self._auth_message(resp.status_code), time.perf_counter() - t0, url)
+                        return _failed(self._auth_message(resp.status_code), time.perf_counter() - t0, shown)
                     if resp.status_code != 429 and resp.status_code < 500:
-                        return _failed(error, time.perf_counter() - t0, url)  # a 4xx will not change
+                        return _failed(error, time.perf_counter() - t0, shown)  # a 3xx/4xx will not change
                     retry_after = _retry_after(resp.headers)
             if attempt < self.max_retries:
                 await asyncio.sleep(self._delay(attempt, retry_after))
         tries = f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}"
-        return _failed(f"{error} (gave up after {tries})", time.perf_counter() - t0, url)
+        return _failed(f"{error} (gave up after {tries})", time.perf_counter() - t0, shown)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -288,7 +349,7 @@ class OpenAIBackend:
 
     def _parse(self, resp: httpx.Response, req: Request, latency: float) -> Generation:
         """A 200 response -> Generation; a body that is not a chat completion is a counted error."""
-        url = f"{self.base_url}/chat/completions"
+        url = _route(self.shown_url, "chat/completions")
         try:
             data = resp.json()
             choice = data["choices"][0]
@@ -328,7 +389,7 @@ def _failed(message: str, latency: float, url: str) -> Generation:
         completion_tokens=0,
         finish_reason="error",
         latency_s=latency,
-        error=f"{url}: {message}",
+        error=redact_text(f"{url}: {message}"),
     )
 
 
