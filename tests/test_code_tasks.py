@@ -224,7 +224,9 @@ def test_livecodebench_from_a_local_copy(lcb_dir):
     assert fn.check(f"{FENCE}python\n{two_sum}{FENCE}")[1]
     assert not fn.check(f"{FENCE}python\n{two_sum.replace('[i, j]', '[j, i]')}{FENCE}")[1]
     assert io.check(f"{FENCE}python\ninput()\nprint(sum(map(int, input().split())))\n{FENCE}")[1]
-    assert not io.check(f"{FENCE}python\nprint(3)\nimport os\nos.system('true')\n{FENCE}")[1]
+    # child processes are contained by the kernel now, so they are allowed; a failing exit is not
+    assert io.check(f"{FENCE}python\nprint(3)\nimport os\nos.system('true')\n{FENCE}")[1]
+    assert not io.check(f"{FENCE}python\nprint(3)\nraise SystemExit(1)\n{FENCE}")[1]
     dev = load_tasks(TaskConfig(name="livecodebench", split="dev", limit=10)).tasks
     assert [t.id for t in dev] == [f"lcb-{lcb_rows()[2]['question_id']}"]
     hard = TaskConfig(name="livecodebench", split="test", limit=5, options={"difficulty": "medium"})
@@ -340,3 +342,60 @@ def test_humaneval_eval_with_the_embedded_model(tmp_path, smollm2):
         if ep["final_answer"] is not None:
             task = next(t for t in load_tasks(cfg.task).tasks if t.id == ep["task_id"])
             assert ep["correct"] == check_code(ep["final_answer"], task)
+
+
+# ---------------------------------------------------------------------------------------------
+# reward hacks on a real HumanEval problem, and the refusal without an OS sandbox
+# ---------------------------------------------------------------------------------------------
+
+HACKS = {
+    "__eq__ always true": (
+        "class Yes:\n    def __eq__(self, o):\n        return True\n\n"
+        "def has_close_elements(numbers, threshold):\n    return Yes()\n"
+    ),
+    "bool subclass": (
+        "class B(int):\n    def __eq__(self, o):\n        return True\n\n"
+        "def has_close_elements(numbers, threshold):\n    return B(1)\n"
+    ),
+    "sys.exit(0) before the asserts": "import sys\nsys.exit(0)\n",
+    "os._exit(0) before the asserts": "import os\nos._exit(0)\n",
+    "patch check and AssertionError": (
+        "import builtins\nbuiltins.AssertionError = type('X', (BaseException,), {})\ncheck = lambda c: None\n"
+        "def has_close_elements(numbers, threshold):\n    return None\n"
+    ),
+    "walk the traceback to the harness": (
+        "import sys\ndef has_close_elements(numbers, threshold):\n"
+        "    f = sys._getframe()\n    while f.f_back is not None:\n        f = f.f_back\n"
+        "    f.f_globals.get('report', print)('passed', '')\n    raise SystemExit(0)\n"
+    ),
+    "print a pass": "print('passed')\nprint('{\"status\": \"passed\"}')\n",
+}
+
+
+@pytest.mark.parametrize("hack", list(HACKS))
+def test_reward_hacks_never_pass_humaneval(hack):
+    task = he_task(0)
+    assert task.check(f"{FENCE}python\n{task.answer}\n{FENCE}")[1]  # the real answer passes
+    assert run_tests(HACKS[hack], task.meta).passed is False
+    ftests = [{"input": "[1, 2]", "output": "3"}]
+    ftask = Task("lcb-h", "q", "", "code", {"kind": "functional", "entry_point": "f", "tests": ftests})
+    always = "class Yes:\n    def __eq__(self, o):\n        return True\n\ndef f(x):\n    return Yes()\n"
+    assert not check_code(always, ftask)
+
+
+def test_code_tasks_are_refused_without_an_os_sandbox(monkeypatch):
+    from workbench.config import ConfigError
+    from workbench.tasks import sandbox
+
+    monkeypatch.setenv("WORKBENCH_SANDBOX", "none")
+    with pytest.raises(ConfigError, match="task.allow_unsandboxed=true") as err:
+        load_tasks(TaskConfig(name="humaneval", limit=1))
+    assert "\n" not in str(err.value) and "bubblewrap" in str(err.value)
+    assert load_tasks(TaskConfig(name="arithmetic", limit=1)).tasks  # other tasks are unaffected
+    sandbox._warn_unsandboxed.cache_clear()
+    with pytest.warns(RuntimeWarning, match="allow_unsandboxed"):
+        cfg = TaskConfig.from_flat({"name": "humaneval", "limit": 1, "allow_unsandboxed": True})
+        (task,) = load_tasks(cfg).tasks
+    assert task.meta["allow_unsandboxed"] is True
+    assert task.check(f"{FENCE}python\n{task.answer}\n{FENCE}")[1]  # runs, with the in-process guard
+    assert not he_task(0).check(f"{FENCE}python\n{task.answer}\n{FENCE}")[1]  # no opt-in: not run

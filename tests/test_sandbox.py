@@ -1,21 +1,37 @@
-"""The sandbox contains hostile code: each program below is scored as a failure (or a timeout),
-and the test process, its files and its home directory are untouched afterwards.
+"""The sandbox's mechanics on each OS-level route this machine has (bubblewrap, and unshare with
+bubblewrap forced off) and without one (refused unless the user opts in): how programs end, what
+they see, limits, timeouts, the mode in force. The escape and forgery corpus is
+tests/test_sandbox_escape.py.
 
-These run real interpreters (no mocks); each takes ~50 ms except the timeouts.
+These run real interpreters in real namespaces (no mocks); each takes tens of ms except the timeouts.
 """
 
 import os
 import shutil
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from workbench.tasks.sandbox import Program, SandboxLimits, isolation_summary, run_many, run_program
+from workbench.tasks import sandbox
+from workbench.tasks.sandbox import (
+    Program,
+    SandboxLimits,
+    _probe,
+    isolation_summary,
+    require_sandbox,
+    run_check,
+    run_many,
+    run_program,
+    sandbox_mode,
+)
 
 LIMITS = SandboxLimits(timeout_s=2.0, memory_mb=512)
+ROUTES = [
+    pytest.param(m, marks=pytest.mark.skipif(_probe(m) is not None, reason=f"{m}: {_probe(m)}"))
+    for m in ("bwrap", "unshare")
+]
 
 
 @pytest.fixture
@@ -35,93 +51,94 @@ def sandbox_root(tmp_path) -> Path:
     return root
 
 
-def run(code: str, root: Path, **kw) -> object:
-    return run_program(code, limits=kw.pop("limits", LIMITS), tmp_root=str(root), **kw)
+def run(code: str, root: Path, mode: str, **kw) -> sandbox.SandboxResult:
+    return run_program(code, limits=kw.pop("limits", LIMITS), tmp_root=str(root), mode=mode, **kw)
 
 
 def assert_unharmed(home: Path, root: Path, cwd: str) -> None:
     assert (home / "canary.txt").read_text() == "alive"
+    assert sorted(home.iterdir()) == [home / "canary.txt"]
     assert os.getcwd() == cwd
-    assert list(root.iterdir()) == []  # the run's temporary folder is gone
+    assert list(root.iterdir()) == []  # the parent's (already deleted) files are gone
     with pytest.raises(ChildProcessError):  # no child process of ours is left (not even a zombie)
         os.waitpid(-1, os.WNOHANG)
 
 
-def hostile_programs(home: Path, outside: Path) -> dict[str, str]:
+def destructive_programs(home: Path, outside: Path) -> dict[str, str]:
+    """Programs that damage whatever they can reach. Under kernel isolation some of them run to
+    their end (rm -rf ~ empties the sandbox's own /tmp): what matters is that nothing outside changes."""
     canary = home / "canary.txt"
     return {
-        "infinite loop": "while True:\n    pass",
-        "fork bomb": "import os\nwhile True:\n    os.fork()",
-        "fork bomb, errors ignored": "import os\nwhile True:\n    try:\n        os.fork()\n    except Exception:\n        pass",
-        "fork via posix": "import posix\nwhile True:\n    posix.fork()",
-        "multiprocessing": "import multiprocessing\nmultiprocessing.Process(target=print).start()",
-        "subprocess": "import subprocess\nsubprocess.run(['rm', '-rf', '~'])",
-        "os.system rm -rf ~": "import os\nos.system('rm -rf ~')",
+        "subprocess rm -rf ~": "import subprocess\nsubprocess.run(['sh', '-c', 'rm -rf ~'])",
         "os.system rm -rf home by path": f"import os\nos.system('rm -rf {home}')",
-        "shutil.rmtree home": f"import shutil\nshutil.rmtree({str(home)!r})",
+        "shutil.rmtree home": f"import shutil\nshutil.rmtree({str(home)!r}, ignore_errors=True)",
         "os.remove canary": f"import os\nos.remove({str(canary)!r})",
-        "pathlib unlink canary": f"import pathlib\npathlib.Path({str(canary)!r}).unlink()",
         "overwrite canary": f"open({str(canary)!r}, 'w').write('pwned')",
-        "rename canary": f"import os\nos.rename({str(canary)!r}, {str(canary) + '.moved'!r})",
-        "write outside the temp dir": f"open({str(outside)!r}, 'w').write('escaped')",
-        "os.open outside": f"import os\nos.open({str(outside)!r}, os.O_WRONLY | os.O_CREAT)",
-        "symlink out then write": f"import os\nos.symlink({str(outside)!r}, 'link')\nopen('link', 'w').write('x')",
-        "socket": "import socket\nsocket.socket().connect(('1.1.1.1', 80))",
-        "_socket": "import _socket\n_socket.socket()",
-        "urllib": "import urllib.request\nurllib.request.urlopen('http://example.com', timeout=1)",
-        "too much memory": "x = bytearray(4 * 2**30)",
-        "memory, growing": "x = []\nwhile True:\n    x.append(' ' * 2**20)",
+        "write outside": f"open({str(outside)!r}, 'w').write('escaped')",
+        "multiprocessing": "import multiprocessing\np = multiprocessing.Process(target=print)\np.start()\np.join()",
         "kill the parent": "import os\nos.kill(os.getppid(), 9)",
-        "kill the parent via signal": "import os, signal\nsignal.pthread_kill(os.getppid(), 9)",
-        "ctypes": "import ctypes\nctypes.CDLL(None).fork()",
         "raise the memory limit": "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))",
-        "read another process": f"open('/proc/{os.getpid()}/environ').read()",
-        "huge output": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
-        # reward hacks: ending early must not count as passing
-        "sys.exit(0) before the tests": "import sys\nsys.exit(0)\nassert False",
-        "os._exit(0) before the tests": "import os\nos._exit(0)\nassert False",
-        "forged report": "import sys\nsys.audit('workbench.sandbox.finish', 'passed', '')\nassert False",
-        "forged report from a thread": (
-            "import sys, threading\n"
-            "threading.Thread(target=sys.audit, args=('workbench.sandbox.finish', 'passed', '')).start()\n"
-            "assert False"
-        ),
-        "atexit": "import atexit, sys\natexit.register(print, 'passed')\nassert False",
     }
 
 
-def test_hostile_programs_are_contained(home, sandbox_root, tmp_path):
+@pytest.mark.parametrize("mode", ROUTES)
+def test_destructive_programs_change_nothing_outside(mode, home, sandbox_root, tmp_path):
     outside = tmp_path / "outside.txt"
     cwd = os.getcwd()
-    programs = hostile_programs(home, outside)
-    for name, code in programs.items():
-        result = run(code, sandbox_root)
-        assert not result.passed, name
-        assert result.status in ("failed", "timeout"), (name, result)
-        assert result.message, name
+    for name, code in destructive_programs(home, outside).items():
+        r = run(code, sandbox_root, mode)
+        assert r.status in ("passed", "failed"), (name, r)
         assert_unharmed(home, sandbox_root, cwd)
         assert not outside.exists(), name
-        assert not (home.parent / "canary.txt.moved").exists()
-    assert sorted(home.iterdir()) == [home / "canary.txt"]
 
 
-def test_timeouts_kill_the_whole_group(sandbox_root, home):
-    t0 = time.perf_counter()
-    r = run(
-        "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\nwhile True: pass",
-        sandbox_root,
-    )
-    assert r.status == "timeout" and "2 s" in r.message
-    assert 2.0 <= time.perf_counter() - t0 < 5.0
+@pytest.mark.parametrize("mode", ROUTES)
+@pytest.mark.parametrize(
+    "code, status",
+    [
+        ("while True:\n    pass", "timeout"),
+        ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "timeout"),
+        ("x = bytearray(4 * 2**30)", "failed"),
+        ("x = []\nwhile True:\n    x.append(' ' * 2**20)", "failed"),
+        ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", "failed"),
+        ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)", "failed"),
+        ("open('/usr/wb-sandbox-test', 'w')", "failed"),
+    ],
+)
+def test_limits_hold(mode, code, status, home, sandbox_root):
+    r = run(code, sandbox_root, mode)
+    assert r.status == status and r.message, r
+    assert len(r.stdout) <= LIMITS.file_size_mb * 2**20
     assert_unharmed(home, sandbox_root, os.getcwd())
 
 
+@pytest.mark.parametrize("mode", ROUTES)
+def test_timeouts_kill_the_whole_namespace(mode, sandbox_root, home):
+    code = (
+        "import os, threading\n"
+        "if os.fork() == 0:\n    os.setsid()\n    while True: pass\n"
+        "threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\nwhile True: pass"
+    )
+    r = run(code, sandbox_root, mode)
+    assert r.status == "timeout" and "2 s" in r.message
+    assert_unharmed(home, sandbox_root, os.getcwd())
+    if os.geteuid() == 0:  # the per-run uid owns no process any more (the setsid child included)
+        left = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) >= sandbox.UID_BASE]
+        assert left == []
+
+
+def _uid_of(pid: str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+@pytest.mark.parametrize("mode", ROUTES)
 @pytest.mark.parametrize(
     "code, fragment",
     [
-        ("import os\nos.system('true')", "os.system"),
-        ("import socket", "import of socket"),
-        ("open('/etc/passwd_wb', 'w')", "outside the working directory"),
+        ("open('/etc/passwd_wb', 'w')", "Read-only file system"),
         ("x = bytearray(4 * 2**30)", "MemoryError"),
         ("import sys\nsys.exit(0)", "exited before its end"),
         ("import os\nos._exit(3)", "exited with code 3"),
@@ -129,121 +146,164 @@ def test_timeouts_kill_the_whole_group(sandbox_root, home):
         ("assert 1 == 2, 'nope'", "AssertionError: nope (line 1)"),
     ],
 )
-def test_failure_messages_say_why(code, fragment, sandbox_root):
-    r = run(code, sandbox_root)
+def test_failure_messages_say_why(mode, code, fragment, sandbox_root):
+    r = run(code, sandbox_root, mode)
     assert r.status == "failed" and fragment in r.message, r
 
 
-def test_ordinary_programs_pass(sandbox_root):
+@pytest.mark.parametrize("mode", ROUTES)
+def test_ordinary_programs_pass(mode, sandbox_root):
     code = textwrap.dedent(
         """
-        import collections, json, os, tempfile, threading
+        import collections, json, os, subprocess, tempfile, threading
         from typing import List
         P = collections.namedtuple("P", "a b")
-        with open("scratch.txt", "w") as f:          # writing inside the working directory is fine
+        with open("scratch.txt", "w") as f:          # the private /tmp is writable
             f.write("x")
-        assert os.environ["HOME"] == os.getcwd() == tempfile.gettempdir()
+        assert os.environ["HOME"] == os.getcwd() == tempfile.gettempdir() == "/tmp"
         assert "HF_TOKEN" not in os.environ and "PATH" in os.environ
         t = threading.Thread(target=print, args=("thread",)); t.start(); t.join()
+        assert subprocess.run(["true"]).returncode == 0  # child processes work inside
+        import numpy                                     # the venv's packages are importable
         print(json.dumps([P(1, 2).a, sorted(os.listdir("."))]))
         """
     )
-    r = run(code, sandbox_root)
-    assert r.passed and r.status == "passed" and r.message == ""
+    r = run(code, sandbox_root, mode)
+    assert r.passed and r.status == "passed" and r.message == "", r
     assert r.stdout == 'thread\n[1, ["scratch.txt"]]\n'
 
 
-def test_stdin_and_exit_ok(sandbox_root):
+@pytest.mark.parametrize("mode", ROUTES)
+def test_stdin_exit_ok_and_as_main(mode, sandbox_root):
     code = "import sys\nn = int(input())\nprint(sum(map(int, sys.stdin.read().split())) * n)\nsys.exit(0)"
-    r = run(code, sandbox_root, stdin="2\n1 2 3\n", as_main=True, exit_ok=True)
+    r = run(code, sandbox_root, mode, stdin="2\n1 2 3\n", as_main=True, exit_ok=True)
     assert r.passed and r.stdout == "12\n"
-    assert not run(code, sandbox_root, stdin="2\n1 2 3\n").passed  # exit_ok=False: exiting is not finishing
-    r = run("import sys\nsys.exit(1)", sandbox_root, as_main=True, exit_ok=True)
-    assert r.status == "failed"
-
-
-def test_as_main(sandbox_root):
+    assert not run(code, sandbox_root, mode, stdin="2\n1 2 3\n").passed  # exit_ok=False
+    assert run("import sys\nsys.exit(1)", sandbox_root, mode, as_main=True, exit_ok=True).status == "failed"
     code = "if __name__ == '__main__':\n    print('main')\nelse:\n    print(__name__)"
-    assert run(code, sandbox_root, as_main=True).stdout == "main\n"
-    assert run(code, sandbox_root).stdout == "__solution__\n"
+    assert run(code, sandbox_root, mode, as_main=True).stdout == "main\n"
+    assert run(code, sandbox_root, mode).stdout == "__solution__\n"
 
 
-def test_run_many_keeps_order_and_runs_in_parallel():
-    programs = [Program(f"import time\ntime.sleep(0.5)\nprint({i})") for i in range(4)]
-    t0 = time.perf_counter()
+@pytest.mark.parametrize("mode", ROUTES)
+def test_run_check_passes_plain_values_only(mode, sandbox_root):
+    tester = (
+        "def check(candidate):\n"
+        "    assert candidate(2, k=3) == (2, 3)\n"
+        "    assert candidate([1.5, None], k={'a': {1, 2}}) == ([1.5, None], {'a': {1, 2}})\n"
+        "    assert candidate(10**5000, k=b'x') == (10**5000, b'x')\n"
+    )
+    kw = {"limits": LIMITS, "tmp_root": str(sandbox_root), "mode": mode}
+    assert run_check("def f(x, k):\n    return (x, k)\n", "f", tester, **kw).passed
+    wrong = run_check("def f(x, k):\n    return [x, k]\n", "f", tester, **kw)  # a list is not a tuple
+    assert wrong.status == "failed" and "AssertionError" in wrong.message
+    missing = run_check("def g(x, k):\n    return (x, k)\n", "f", tester, **kw)
+    assert missing.status == "failed" and "does not define f" in missing.message
+    crash = run_check("def f(x, k):\n    raise KeyError('boom')\n", "f", tester, **kw)
+    assert crash.status == "failed" and "KeyError: 'boom'" in crash.message
+    slow = run_check("def f(x, k):\n    while True: pass\n", "f", tester, **kw)
+    assert slow.status == "timeout"
+    assert list(sandbox_root.iterdir()) == []
+
+
+def test_run_many_keeps_order():
+    programs = [Program(f"print({i})") for i in range(4)]
     results = run_many(programs, LIMITS, workers=2)
-    elapsed = time.perf_counter() - t0
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(4)]
     assert all(r.passed for r in results)
-    assert elapsed < 4 * 0.5 + 0.6  # two at a time, not one after the other (4 x 0.5 s + start-up)
 
 
 def test_sandbox_errors_are_results_not_exceptions(tmp_path):
     r = run_program("print(1)", tmp_root=str(tmp_path / "does-not-exist"))
-    assert r.status == "error" and "temporary folder" in r.message
+    assert r.status == "error" and "temporary file" in r.message
+    r = run_program("print(1)", mode="nonsense")
+    assert r.status == "error" and "WORKBENCH_SANDBOX must be" in r.message
 
 
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="timeout_s"):
         SandboxLimits(timeout_s=0)
+    with pytest.raises(ValueError, match="tmp_mb"):
+        SandboxLimits(tmp_mb=0)
 
 
-def test_isolation_summary_names_the_layers():
+def test_the_mode_in_force_is_recorded(monkeypatch):
     summary = isolation_summary()
-    assert summary["audit_guard"] is True
-    assert summary["rlimit_nproc"] == ("not enforced (root)" if os.geteuid() == 0 else "enforced")
-    if shutil.which("unshare") and os.geteuid() == 0:
-        assert summary["netns"] == "unshare --net"
+    assert summary["mode"] == sandbox_mode() and summary["mode"] in ("bwrap", "unshare", "none")
+    assert summary["kernel_isolation"] == (summary["mode"] != "none")
+    if shutil.which("bwrap") and _probe("bwrap") is None:
+        assert sandbox_mode() == "bwrap"  # preferred where it works
+    monkeypatch.setenv("WORKBENCH_SANDBOX", "unshare")  # bubblewrap forced off
+    assert isolation_summary()["mode"] == ("unshare" if _probe("unshare") is None else "none")
+    monkeypatch.setenv("WORKBENCH_SANDBOX", "none")
+    assert isolation_summary()["mode"] == "none" and isolation_summary()["audit_guard"] is True
+
+
+def test_without_an_os_sandbox_code_is_refused_unless_opted_in(monkeypatch, sandbox_root, home):
+    monkeypatch.setenv("WORKBENCH_SANDBOX", "none")
+    r = run("print(1)", sandbox_root, None)
+    assert r.status == "error" and "task.allow_unsandboxed=true" in r.message and "bubblewrap" in r.message
+    with pytest.raises(ValueError, match="allow_unsandboxed"):
+        require_sandbox()
+    with pytest.warns(RuntimeWarning, match="allow_unsandboxed"):
+        sandbox._warn_unsandboxed.cache_clear()
+        assert require_sandbox(allow_unsandboxed=True) == "none"
+    # opted in: the in-process guard is the only layer left, and still refuses the obvious
+    r = run("print(1)", sandbox_root, None, allow_unsandboxed=True)
+    assert r.passed and r.stdout == "1\n"
+    r = run("import os\nos.system('rm -rf ~')", sandbox_root, None, allow_unsandboxed=True)
+    assert r.status == "failed" and "os.system" in r.message
+    r = run(f"open({str(home / 'canary.txt')!r}, 'w')", sandbox_root, None, allow_unsandboxed=True)
+    assert r.status == "failed" and "outside the working directory" in r.message
+    assert (home / "canary.txt").read_text() == "alive"
+    assert list(sandbox_root.iterdir()) == []
 
 
 UNPRIVILEGED = textwrap.dedent(
     """
-    import importlib.util, os, sys
+    import importlib.util, json, os, sys
     spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])  # stdlib only: no venv needed
     sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sandbox)
-    SandboxLimits, isolation_summary, run_program = sandbox.SandboxLimits, sandbox.isolation_summary, sandbox.run_program
-    limits = SandboxLimits(timeout_s=3, memory_mb=512)
+    limits = sandbox.SandboxLimits(timeout_s=3, memory_mb=512)
     assert os.geteuid() != 0
-    print("netns", isolation_summary()["netns"])
-    r = run_program("import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])", limits=limits)
-    print("nproc", r.status, r.stdout.strip())
-    r = run_program("import os\\nwhile True:\\n    os.fork()", limits=limits)
+    print("mode", sandbox.sandbox_mode())
+    probe = "import os; s = open('/proc/self/status').read(); print(os.getuid(), s.split('CapEff:')[1].split()[0])"
+    r = sandbox.run_program(probe, limits=limits)
+    print("who", r.status, r.stdout.strip().replace(" ", ","))
+    r = sandbox.run_program("import os\\nwhile True:\\n    os.fork()", limits=limits)
     print("forkbomb", r.status)
-    r = run_program("import socket\\nsocket.socket().connect(('1.1.1.1', 80))", limits=limits)
+    r = sandbox.run_program("import socket\\nsocket.create_connection(('1.1.1.1', 80), timeout=1)", limits=limits)
     print("socket", r.status)
+    r = sandbox.run_program("open('/tmp/x', 'w').write('x'); print(open('/tmp/x').read())", limits=limits)
+    print("tmp", r.status)
     """
 )
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
 def test_as_an_unprivileged_user():
-    """The same sandbox run by an ordinary user (nobody): RLIMIT_NPROC is set (the kernel enforces it
-    for non-root users), hostile code still fails, and the network namespace needs a user namespace."""
+    """The same sandbox run by an ordinary user (nobody): a user namespace instead of a uid switch,
+    no capabilities, hostile code still fails."""
     # The venv's interpreter may live where nobody cannot read it (here: under /root); the system
     # Python runs the stdlib-only sandbox module just as well.
     python = shutil.which("python3", path="/usr/bin:/bin")
     if python is None:
         pytest.skip("no system python3 for the unprivileged user")
     sandbox_py = Path(__file__).resolve().parents[1] / "workbench" / "tasks" / "sandbox.py"
-    cmd = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        python,
-        "-c",
-        UNPRIVILEGED,
-        str(sandbox_py),
-    ]
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", UNPRIVILEGED]
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    proc = subprocess.run(
+        [*cmd, str(sandbox_py)], capture_output=True, text=True, timeout=60, env=env, cwd="/"
+    )
     if proc.returncode != 0 and "Permission denied" in proc.stderr:
         pytest.skip(f"nobody cannot run this interpreter: {proc.stderr.strip()[-200:]}")
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
-    assert lines["netns"] in ("unshare --map-root-user --net", "unavailable")
-    status, nproc = lines["nproc"].split()
-    assert status == "passed" and 0 < int(nproc) < 100_000
-    assert lines["forkbomb"] == "failed"
+    if lines["mode"] == "none":
+        pytest.skip("no user namespaces for ordinary users on this kernel")
+    status, who = lines["who"].split()
+    assert status == "passed" and who == "65534,0000000000000000"
+    assert lines["forkbomb"] in ("failed", "timeout")
     assert lines["socket"] == "failed"
+    assert lines["tmp"] == "passed"

