@@ -107,7 +107,8 @@ def test_destructive_programs_change_nothing_outside(mode, home, sandbox_root, t
 )
 def test_limits_hold(mode, code, status, home, sandbox_root):
     r = run(code, sandbox_root, mode)
-    assert r.status == status and r.message, r
+    # (on a loaded machine, filling 512 MiB can take longer than the 2 s timeout: still not a pass)
+    assert (r.status == status or (status, r.status) == ("failed", "timeout")) and r.message, r
     assert len(r.stdout) <= LIMITS.file_size_mb * 2**20
     assert_unharmed(home, sandbox_root, os.getcwd())
 
@@ -282,9 +283,11 @@ UNPRIVILEGED = textwrap.dedent(
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_as_an_unprivileged_user():
-    """The same sandbox run by an ordinary user (nobody): a user namespace instead of a uid switch,
-    no capabilities, hostile code still fails."""
+@pytest.mark.parametrize("route", ["bwrap", "unshare"])
+def test_as_an_unprivileged_user(route):
+    """The same sandbox run by an ordinary user (nobody), on each route: a user namespace instead
+    of a uid switch, no capabilities (securebits + an empty bounding set on the unshare route),
+    hostile code still fails."""
     # The venv's interpreter may live where nobody cannot read it (here: under /root); the system
     # Python runs the stdlib-only sandbox module just as well.
     python = shutil.which("python3", path="/usr/bin:/bin")
@@ -292,7 +295,9 @@ def test_as_an_unprivileged_user():
         pytest.skip("no system python3 for the unprivileged user")
     sandbox_py = Path(__file__).resolve().parents[1] / "workbench" / "tasks" / "sandbox.py"
     cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", UNPRIVILEGED]
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp"}
+    if shutil.which(route) is None:
+        pytest.skip(f"{route} is not installed")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "WORKBENCH_SANDBOX": route}
     proc = subprocess.run(
         [*cmd, str(sandbox_py)], capture_output=True, text=True, timeout=60, env=env, cwd="/"
     )
@@ -301,9 +306,11 @@ def test_as_an_unprivileged_user():
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
     if lines["mode"] == "none":
-        pytest.skip("no user namespaces for ordinary users on this kernel")
+        pytest.skip(f"{route}: no user namespaces for ordinary users on this kernel")
+    assert lines["mode"] == route
     status, who = lines["who"].split()
-    assert status == "passed" and who == "65534,0000000000000000"
+    # nobody outside; inside, bwrap keeps the uid and unshare's user namespace maps it to root
+    assert status == "passed" and who == ("65534" if route == "bwrap" else "0") + ",0000000000000000"
     assert lines["forkbomb"] in ("failed", "timeout")
     assert lines["socket"] == "failed"
     assert lines["tmp"] == "passed"

@@ -350,7 +350,8 @@ def _probe_now(mode: str) -> str | None:
         return f"{tool} is not installed"
     if os.geteuid() == 0 and shutil.which("setpriv") is None and mode == "bwrap":
         return "setpriv (util-linux) is not installed"
-    probe = "import os\nassert os.getuid() != 0 or not IS_ROOT\nprint('ok')".replace("IS_ROOT", "True")
+    # as root, the program must run under another uid; as an ordinary user, as root of a user namespace
+    probe = f"import os\nassert os.getuid() != 0 or not {os.geteuid() == 0}\nprint('ok')"
     limits = SandboxLimits(timeout_s=20, memory_mb=512)
     run = None
     try:
@@ -584,7 +585,8 @@ class _Run:
             "symlinks": _symlinks(),
             "tmp_bytes": limits.tmp_mb * 2**20,
             "uid": uid,
-            "argv": inner,
+            "harness": inner[-2],
+            "job_fd": inner[-1],
             "env": _ENV,
         }
         argv = ["unshare", "--mount", "--pid", "--ipc", "--uts", "--net", "--fork", "--kill-child"]
@@ -807,13 +809,24 @@ if pid == 0:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-        else:  # root of a user namespace: exec must grant no capability
+        else:  # root of a user namespace: no capability now, and none granted by a later exec
             check(libc.prctl(PR_SET_SECUREBITS, 0xEF, 0, 0, 0), "securebits")
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+        class Data(ctypes.Structure):
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+        check(libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
         os.chdir("/tmp")
-        os.execve(spec["argv"][0], spec["argv"], spec["env"])
+        os.environ.clear()
+        os.environ.update(spec["env"])
+        sys.argv = ["-c", spec["job_fd"]]
+        harness = spec["harness"]
     except BaseException as e:
         print(f"sandbox bootstrap: {type(e).__name__}: {e}", file=sys.stderr)
         os._exit(125)
+    del spec, libc
+    exec(compile(harness, "<harness>", "exec"), {"__name__": "__main__"})  # this interpreter, unprivileged
+    os._exit(0)
 for fd in range(3, 1024):  # PID 1 keeps no descriptor of the job's pipes open
     try:
         os.close(fd)
