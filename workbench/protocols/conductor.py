@@ -103,7 +103,7 @@ class Plan:
 
 def _list_literal(text: str, name: str) -> str:
     """The bracketed literal after the last ``name =`` in text (brackets balanced, strings respected)."""
-    starts = [m.end() for m in re.finditer(rf"\b{name}\s*=\s*\[", text)]
+    starts = [m.end() for m in re.finditer(rf"\b{name}\s*+=\s*+\[", text)]
     if not starts:
         raise PlanError(f"no '{name} = [...]' list")
     start = starts[-1] - 1
@@ -127,6 +127,12 @@ def _list_literal(text: str, name: str) -> str:
     raise PlanError(f"the '{name}' list is not closed (or longer than {MAX_LIST_CHARS} characters)")
 
 
+def _short(value: object) -> str:
+    """A value as the plan wrote it, cut to 60 characters for the error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_plan(text: str, n_workers: int, max_steps: int) -> Plan:
     """Read and validate the three lists; raises PlanError with the reason."""
     values = {}
@@ -134,7 +140,7 @@ def parse_plan(text: str, n_workers: int, max_steps: int) -> Plan:
         literal = _list_literal(text, name)
         try:
             values[name] = ast.literal_eval(literal)
-        except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:  # TypeError: {[]: 1}
             raise PlanError(f"'{name}' is not a Python list literal ({type(e).__name__})") from None
         if not isinstance(values[name], list):
             raise PlanError(f"'{name}' is not a list")
@@ -145,13 +151,13 @@ def parse_plan(text: str, n_workers: int, max_steps: int) -> Plan:
         raise PlanError(f"{len(ids)} steps; at most {max_steps} are allowed")
     for k, (mid, sub, acc) in enumerate(zip(ids, subtasks, access, strict=True)):
         if isinstance(mid, bool) or not isinstance(mid, int) or not 0 <= mid < n_workers:
-            raise PlanError(f"step {k}: model_id {mid!r} is not one of Model 0..{n_workers - 1}")
+            raise PlanError(f"step {k}: model_id {_short(mid)} is not one of Model 0..{n_workers - 1}")
         if not isinstance(sub, str) or not sub.strip():
             raise PlanError(f"step {k}: the subtask is not a non-empty string")
         if acc == "all":
             acc = ["all"]
         if acc not in ([], ["all"]):
-            raise PlanError(f'step {k}: access {acc!r} must be [] or ["all"]')
+            raise PlanError(f'step {k}: access {_short(acc)} must be [] or ["all"]')
         access[k] = acc
     return Plan(ids, [s.strip() for s in subtasks], access)
 

@@ -43,8 +43,23 @@ from workbench.protocols.base import ANSWER_NODE, Call, EpisodeContext, Team, de
 from workbench.protocols.vote import majority
 from workbench.tasks import Task
 
-_CHOICE = re.compile(r"<choice>\s*(?:candidate\s*)?(\d+)\s*</choice>", re.IGNORECASE)
-_LENIENT = re.compile(r"(?:candidate|choice|option|number)?\s*#?\s*(\d+)", re.IGNORECASE)
+_CHOICE = re.compile(r"<choice>\s*+(?:candidate\s*+)?+(\d+)\s*+</choice>", re.IGNORECASE)
+# the lenient reading takes every number in the text: what `(?:candidate|choice|option|number)?\s*#?\s*(\d+)`
+# found, without that pattern's cubic backtracking on long runs of spaces
+_LENIENT = re.compile(r"\d+")
+
+
+def _index(digits: str, m: int) -> int | None:
+    """``int(digits)`` when it is in 1..m, else None; a number of any length is read (leading
+    zeros included) without Python's 4300-digit limit on int()."""
+    i = 0
+    while i < len(digits) and int(digits[i]) == 0:  # leading zeros, any script's
+        i += 1
+    rest = digits[i:]
+    if not rest or len(rest) > len(str(m)):
+        return None
+    value = int(rest)
+    return value if value <= m else None
 
 
 @dataclass(frozen=True)
@@ -98,11 +113,11 @@ def parse_choice(text: str, m: int) -> tuple[int | None, str]:
     text (e.g. "Candidate 2 is right"). Anything else is a failed decision.
     """
     hit = _CHOICE.search(text)
-    if hit and 1 <= int(hit.group(1)) <= m:
-        return int(hit.group(1)) - 1, "strict"
+    if hit and (j := _index(hit.group(1), m)) is not None:
+        return j - 1, "strict"
     for num in _LENIENT.findall(text):
-        if 1 <= int(num) <= m:
-            return int(num) - 1, "lenient"
+        if (j := _index(num, m)) is not None:
+            return j - 1, "lenient"
     return None, "failed"
 
 
