@@ -517,3 +517,32 @@ def test_fuzz_raw_bytes_never_raise_in_the_tail(tmp_path, lines):
     assert snap.n == 0
     v.live("r")
     v.runs_table()
+
+
+def test_the_served_app_answers_every_view_of_broken_runs_and_refuses_a_hostile_launch(tmp_path):
+    """Through the running app's own HTTP API (gradio_client, as a page or a script would call it)."""
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    from workbench.viewer import load_app
+
+    root, expect = broken_root(tmp_path)
+    port = _free_port()
+    app, _ = load_app().serve(root, "127.0.0.1", port, block=False)
+    try:
+        c = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for name in [*expect, "leak", "loop"]:
+            notices = c.predict(name, "all", "", api_name="/episodes")[0]
+            assert ("refused" in notices) == (name in ("leak", "loop")), name
+            c.predict(name, False, api_name="/live_tick")
+            c.predict(name, api_name="/show_analysis")
+        assert "malformed lines skipped" in c.predict("wrong-types", "all", "", api_name="/episodes")[0]
+        c.predict(list(expect), api_name="/compare")
+        before = sorted(p.name for p in root.iterdir())
+        status, _ = c.predict(
+            "arithmetic", "single", "smollm2", 2, "test", 0, "--task=jsonl:/etc/passwd --out=/elsewhere",
+            api_name="/start",
+        )  # fmt: skip
+        assert "cannot be set from the viewer" in status
+        assert sorted(p.name for p in root.iterdir()) == before and app.launcher.jobs == []
+    finally:
+        app.close()
