@@ -389,3 +389,191 @@ def test_a_run_killed_with_sigkill_resumes_and_loses_nothing(tmp_path):
     assert before <= {e["episode_id"] + str(e["meta"].get("train_step")) for e in eps}
     assert sorted({e["meta"]["train_step"] for e in eps if "train_step" in e["meta"]}) == [1, 2, 3]
     assert json.loads((out / "summary.json").read_text())["after"]["step"] == 3
+
+
+# ---------------------------------------------------------------- resume: locks, config changes, rollback
+def _new_run(tmp_path, extra=()):
+    """A training run folder as train() opens it (config.yaml, manifest.json), without a model."""
+    from workbench.rl.trainer import _open_run
+
+    cfg = TrainConfig.load("maestro", TINY + list(extra) + [f"out={tmp_path / 'run'}"])
+    run_dir, cfg, lock, _ = _open_run(cfg, None, None, False)
+    lock.release()
+    return run_dir
+
+
+def _edit_config(run_dir, section, key, value):
+    import yaml
+
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data[section][key] = value
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_resume_refuses_an_edited_config_listing_the_differences(tmp_path):
+    from workbench.rl.trainer import _open_run, train
+
+    run = _new_run(tmp_path)
+    _edit_config(run, "train", "lr", 1e-3)
+    _edit_config(run, "train", "steps", 7)
+    with pytest.raises(ConfigError) as e:
+        train(resume=run, progress=False)  # refused before any model loads
+    msg = str(e.value)
+    assert "train.lr: 0.0001 -> 0.001" in msg and "train.steps: 40 -> 7" in msg
+    assert "--allow-config-change" in msg and "\n" not in msg
+    _, cfg, lock, changed = _open_run(None, run, None, True)  # --allow-config-change
+    lock.release()
+    assert changed and cfg.train.lr == 1e-3
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["train"]["lr"] == 1e-3
+    assert any("train.lr" in c for c in manifest["config_changes"][0]["changes"])
+    _open_run(None, run, None, False)[2].release()  # the applied config is now the run's own
+
+
+def test_resume_refuses_changes_that_a_checkpoint_cannot_take_even_when_allowed(tmp_path):
+    from workbench.rl.trainer import _open_run
+
+    run = _new_run(tmp_path)
+    _edit_config(run, "lora", "rank", 64)
+    with pytest.raises(ConfigError, match=r"lora\.rank: .* cannot change on resume"):
+        _open_run(None, run, None, True)
+
+
+def test_a_second_resume_on_the_same_folder_is_refused(tmp_path):
+    from workbench.rl.trainer import train
+    from workbench.runs import DirLock, RunDirError
+
+    run = _new_run(tmp_path)
+    held = DirLock(run, "training run")  # another process training in it
+    with pytest.raises(RunDirError, match=r"in use by another workbench process \(pid \d+\)"):
+        train(resume=run, progress=False)
+    held.release()
+    with pytest.raises(RunDirError, match="already holds a run: use --resume"):
+        train(TrainConfig.load("maestro", [f"out={run}"]), progress=False)
+
+
+def test_a_malformed_config_yaml_on_resume_is_one_line(tmp_path):
+    from workbench.rl.trainer import train
+
+    run = _new_run(tmp_path)
+    for text in ("train: [\n", "- a list\n", "\xff"):
+        (run / "config.yaml").write_text(text, encoding="latin-1")
+        with pytest.raises(ConfigError, match="config.yaml"):
+            train(resume=run, progress=False)
+
+
+def _jl(rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_resume_without_a_checkpoint_rolls_every_log_back_to_step_0(tmp_path):
+    from workbench.rl.trainer import _rollback_logs
+
+    run = tmp_path
+    ev = lambda step: {"meta": {"eval": True, "eval_step": step}, "task_id": f"e{step}"}  # noqa: E731
+    tr = lambda step: {"meta": {"train_step": step}, "task_id": f"t{step}"}  # noqa: E731
+    row = lambda step: {
+        "step": step,
+        "n": 2,
+        "accuracy": 0.5,
+        "format_failures": 0,
+        "ci95": [0, 1],
+        "correct_by_task": {},
+    }  # noqa: E731, E501
+    (run / "metrics.jsonl").write_text(_jl([{"step": 1}, {"step": 2}]) + '{"step": 3, "lo')
+    (run / "evals.jsonl").write_text(_jl([row(0), {"step": 2, "accuracy": None}]))
+    (run / "episodes.jsonl").write_text(_jl([ev(0), ev(0), tr(1), tr(2), ev(2)]) + "[" * 5000 + "\n")
+    evals = _rollback_logs(run, 0)
+    assert [e["step"] for e in evals] == [0]
+    assert (run / "metrics.jsonl").read_text() == ""  # nothing of steps 1-3 is counted again
+    kept = [json.loads(x) for x in (run / "episodes.jsonl").read_text().splitlines()]
+    assert [e["task_id"] for e in kept] == ["e0", "e0"]
+    aside = (run / "episodes.after-step-0.jsonl").read_text().splitlines()
+    assert len(aside) == 4 and (run / "metrics.after-step-0.jsonl").exists()  # moved, never deleted
+
+
+def test_episodes_of_an_evaluation_cut_short_are_moved_aside_and_it_is_due_again(tmp_path):
+    from workbench.rl.trainer import _eval_due, _rollback_logs
+
+    cfg = TrainConfig.load("maestro", TINY + ["train.steps=6", "train.eval_every=2"])
+    row = {"step": 0, "n": 2, "accuracy": 0.5, "format_failures": 0, "ci95": [0, 1], "correct_by_task": {}}
+    (tmp_path / "evals.jsonl").write_text(_jl([row]))
+    (tmp_path / "episodes.jsonl").write_text(
+        _jl(
+            [{"meta": {"eval": True, "eval_step": 0}}, {"meta": {"train_step": 2}}]
+            + [{"meta": {"eval": True, "eval_step": 2}}]
+        )  # fmt: skip
+    )  # killed during the evaluation after step 2's checkpoint
+    evals = _rollback_logs(tmp_path, 2)
+    assert [e["step"] for e in evals] == [0]
+    assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 2
+    assert _eval_due(cfg.train, 2, 6) and not _eval_due(cfg.train, 3, 6) and not _eval_due(cfg.train, 6, 6)
+
+
+def test_an_edited_lr_is_applied_after_the_checkpoint_state_is_loaded():
+    from workbench.rl.trainer import _apply_hyperparameters, _schedule
+
+    def build(cfg):
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        total = cfg.train.steps
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.train, total)), total
+
+    old = TrainConfig.load("maestro", ["train.lr=1e-4", "train.steps=10"])
+    opt, sch, _ = build(old)
+    for _ in range(4):
+        opt.step()
+        sch.step()
+    saved = (opt.state_dict(), sch.state_dict())
+    new = TrainConfig.load("maestro", ["train.lr=2e-5", "train.steps=20", "train.weight_decay=0.1"])
+    opt2, sch2, total = build(new)
+    opt2.load_state_dict(saved[0])
+    sch2.load_state_dict(saved[1])
+    assert sch2.base_lrs == [1e-4]  # what resuming did before: the old lr, silently restored
+    _apply_hyperparameters(new, opt2, sch2, total)
+    want = 2e-5 * _schedule(new.train, total)(4)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(want)
+    assert opt2.param_groups[0]["weight_decay"] == 0.1
+    opt2.step()
+    sch2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(2e-5 * _schedule(new.train, total)(5))
+
+
+def test_checkpoints_load_with_weights_only_and_an_old_pickle_needs_trust(tmp_path, monkeypatch):
+    import numpy as np
+
+    from workbench.rl.checkpoint import CheckpointError, latest_checkpoint, load_trainer_state, rng_state
+
+    torch.save({"rng": rng_state(), "optimizer": {}, "scheduler": {}}, tmp_path / "new.pt")
+    blob = load_trainer_state(tmp_path / "new.pt")  # weights_only=True
+    assert blob["rng"]["numpy"]["key"].dtype == torch.int64
+    torch.save({"rng": {"numpy": np.random.get_state()}}, tmp_path / "old.pt")  # pickled numpy
+    monkeypatch.delenv("WORKBENCH_TRUST_CHECKPOINTS", raising=False)
+    with pytest.raises(CheckpointError, match="WORKBENCH_TRUST_CHECKPOINTS=1"):
+        load_trainer_state(tmp_path / "old.pt")
+    monkeypatch.setenv("WORKBENCH_TRUST_CHECKPOINTS", "1")
+    assert load_trainer_state(tmp_path / "old.pt")["rng"]["numpy"][0] == "MT19937"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("../../elsewhere")
+    assert latest_checkpoint(tmp_path) is None  # never a path out of checkpoints/
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0_without_duplicates(tmp_path):
+    from workbench.rl.trainer import train
+
+    first = _train(tmp_path, "maestro", ["train.steps=1", "protocol.rounds=1", "train.objective=grpo"])
+    run = first.run_dir
+    n_train = sum("train_step" in e["meta"] for e in _lines(run / "episodes.jsonl"))
+    import shutil
+
+    for name in ("checkpoints", "adapter"):  # as if killed after step 1's lines, before its checkpoint
+        shutil.rmtree(run / name)
+    (run / "summary.json").unlink()
+    again = train(resume=run, progress=False)
+    assert [m["step"] for m in _lines(run / "metrics.jsonl")] == [1]
+    assert [e["step"] for e in _lines(run / "evals.jsonl")] == [0, 1]
+    eps = _lines(run / "episodes.jsonl")
+    assert sum("train_step" in e["meta"] for e in eps) == n_train  # step 1 once, not twice
+    assert sorted({e["meta"]["eval_step"] for e in eps if e["meta"].get("eval")}) == [0, 1]
+    assert again.summary["after"]["step"] == 1 and (run / "adapter").is_dir()

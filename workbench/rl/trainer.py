@@ -349,10 +349,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
     try:
         # the evaluation due at ``start`` (before training; after the warm start or an eval_every
         # step whose evaluation the kill cut short)
-        due = start == 0 or (
-            start != total and (start == t.warm_start or (t.eval_every and start % t.eval_every == 0))
-        )
-        if due and start not in {e["step"] for e in evals}:
+        if _eval_due(t, start, total) and start not in {e["step"] for e in evals}:
             evals.append(evaluate(cfg, backends, dev_tasks, start, episodes_log, evals_log))
         order = _order(eligible, t.seed, state["epoch"])
         bar = None
@@ -398,6 +395,14 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
     summary = _summary(cfg, evals, run_dir)
     write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary)
+
+
+def _eval_due(t, step: int, total: int) -> bool:
+    """Whether an evaluation belongs at ``step`` before the loop goes on: before training, after
+    the warm start, every eval_every steps (the one after the last step comes at the end)."""
+    return step == 0 or (
+        step != total and (step == t.warm_start or bool(t.eval_every and step % t.eval_every == 0))
+    )
 
 
 def _rollback_logs(run_dir: Path, start: int) -> list[dict[str, Any]]:
