@@ -261,3 +261,122 @@ def test_answer_span():
     assert answer_span("The answer is:\n\n  B") == "B"
     assert answer_span("let me answer this") is None
     assert answer_span("The answer to the problem is x = 2.") == "x = 2"
+
+
+# ---- hostile outputs (issue 15): every case named there, counted wrong or read exactly, never raised ----
+
+BIG = 10**400
+
+
+@pytest.mark.timeout(60)
+def test_the_issue_s_backtracking_example_is_linear():
+    # 0.8 s at 30 repetitions and exponential beyond before; now one pass even at 50,000
+    assert extract_number("The answer is " + "1/" * 40 + "x") == "1"
+    assert extract_number("The answer is " + "1/" * 50_000 + "x") == "1"
+    assert extract_number("answer is" + " " * 100_000 + "7") == "7"  # was O(n^4) on the spaces
+    assert extract_choice("answer is" + " " * 100_000 + "B", OPTIONS) == "B"
+
+
+def test_a_400_digit_fraction_is_exact():
+    gold = f"{BIG}/3"
+    assert extract_number(f"Answer: {BIG}/3") == gold  # raised OverflowError (float) before
+    assert numbers_equal(gold, gold) and not numbers_equal(f"{2 * BIG}/3", gold)
+    assert numbers_equal(f"{BIG + 1}/3", gold)  # the relative tolerance, computed exactly past a float
+    assert not numbers_equal(gold, "1") and not numbers_equal("1", gold)
+    assert numbers_equal(f"{BIG * 10**6}/{10**6 * 3 + 1}", gold)  # within 1e-6 relative, computed exactly
+    assert normalise_number(f"1/{BIG}") == f"1/{BIG}"  # below a float's range: the exact fraction
+
+
+def test_numbers_past_the_digit_limit_are_not_read_never_raised():
+    huge = "1" * 4301  # int(str) raised ValueError past Python's 4300-digit limit
+    assert extract_number(f"Answer: {huge}") is None
+    assert parse_number(huge) is None and normalise_number(huge) is None
+    assert Task("t", "q", "1").check(f"Answer: {huge}") == (None, False)
+    assert extract_number("Answer: 1e999999999") is None  # never computes 10**999999999
+    assert extract_number("Answer: 10^{99999999}") is None
+    assert extract_number("Answer: " + "9" * 100_000) is None
+
+
+@pytest.mark.parametrize(
+    "gold, expected",
+    [
+        ("2.5e3", "2500"),  # was read as 2.5
+        ("10^400/3", f"{BIG}/3"),  # was read as 10
+        ("1e-5", "1e-05"),  # the float form, which now reads back as 1/100000 (it read as 1)
+        ("-3.2E2", "-320"),
+        ("$1,200", "1200"),
+        ("7", "7"),
+    ],
+)
+def test_gold_answers_in_scientific_notation(gold, expected):
+    assert normalise_number(gold) == expected
+    assert parse_number(normalise_number(gold)) == parse_number(gold)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Answer: 2.5e3", "2500"),
+        ("The answer is 2.5 \\times 10^{3}", "2500"),
+        ("Answer: 3 x 10^2 apples", "300"),
+        ("Answer: 1.5*10^-2", "0.015"),
+        ("Answer: 10^3", "1000"),
+        ("#### 4e2", "400"),
+        ("The answer is 2 x 3 = 6", "6"),  # x between numbers is still an operator
+        ("Answer: 3 eggs", "3"),  # an 'e' without digits is a word
+    ],
+)
+def test_scientific_notation_in_predictions(text, expected):
+    assert extract_number(text) == expected
+
+
+def test_a_failing_verifier_is_a_wrong_answer_with_its_error():
+    from workbench.tasks.verify import safe_check, safe_extract
+
+    no_options = Task("t", "q", "B", "choice", {})  # a malformed item: KeyError inside the verifier
+    assert safe_extract(no_options, "Answer: B") == (None, "KeyError: 'options'")
+    assert no_options.check("Answer: B") == (None, False)
+    no_gold = Task("t", "q", None, "exact", {"format": "text"})
+    correct, error = safe_check(no_gold, "x")
+    assert correct is False and error.startswith("AttributeError")
+
+
+def test_an_episode_with_a_failing_verifier_stays_in_n_and_records_it():
+    from workbench.evaluate import ProtocolConfig, run_episodes
+    from workbench.models.scripted import ScriptedBackend
+
+    tasks = [
+        Task("ok", "q", "x", "exact", {"format": "text"}),
+        Task("bad", "q", None, "exact", {"format": "text"}),
+    ]
+    episodes, errors, _ = run_episodes(tasks, ProtocolConfig("single", {}), ScriptedBackend("Answer: x"))
+    assert errors == [] and len(episodes) == 2  # the bad item is counted, not dropped
+    ok, bad = sorted(episodes, key=lambda e: e.task_id != "ok")
+    assert ok.correct and "verifier_errors" not in ok.meta
+    assert bad.correct is False and bad.final_answer == "x" and bad.meta["verifier_errors"] == 1
+    (event,) = [e for e in bad.events if e["type"] == "verifier_error"]
+    assert event["stage"] == "check" and event["error"].startswith("AttributeError")
+
+
+@pytest.mark.timeout(120)
+def test_math_verify_has_a_hard_deadline_on_any_thread(monkeypatch):
+    from workbench.tasks import verify
+    from workbench.tasks.verify import VerifierTimeout, safe_check
+
+    monkeypatch.setattr(verify, "MATH_TIMEOUT_S", 1.0)  # math-verify spends its 5 s alarm on this one
+    hostile = "10^{10^{7}}+\\frac{1}{3}"
+    with pytest.raises(VerifierTimeout):
+        math_equal(hostile, "1")
+    task = Task("t", "q", "1", "math")
+    correct, error = safe_check(task, hostile)
+    assert correct is False and error.startswith("VerifierTimeout")
+    results = []
+    worker = threading.Thread(target=lambda: results.append(task.check("\\boxed{" + hostile + "+1}")))
+    worker.start()
+    worker.join(timeout=60)  # unbounded off the main thread before
+    assert results == [(hostile + "+1", False)]
+    assert math_equal("\\frac{1}{2}", "0.5")  # the helper restarts after a kill
+
+
+def test_answers_too_long_for_math_verify_are_wrong():
+    assert not math_equal("1" + " + 0" * 1000, "1")
