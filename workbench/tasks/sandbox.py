@@ -255,6 +255,7 @@ def run_check(
                     return SandboxResult(False, "error", error, time.perf_counter() - t0)
                 finished = test.wait(limits.timeout_s)
                 test.kill()
+                prog.wait(0.5)  # the tester is gone, so the program reads end-of-file and exits
                 prog.kill()
                 duration = time.perf_counter() - t0
                 record, stdout = test.record(), prog.stdout()
@@ -305,9 +306,22 @@ def require_sandbox(allow_unsandboxed: bool = False) -> str:
     mode = sandbox_mode()
     if mode == "none":
         if not allow_unsandboxed:
-            raise ValueError(NO_SANDBOX + "; " + "; ".join(f"{m}: {_probe(m)}" for m in ("bwrap", "unshare")))
+            raise ValueError(_why_none())
         _warn_unsandboxed()
     return mode
+
+
+def _why_none() -> str:
+    """NO_SANDBOX, with what this machine said (one line)."""
+    forced = os.environ.get("WORKBENCH_SANDBOX", "auto") or "auto"
+    if forced == "none":
+        return NO_SANDBOX.replace(
+            "no OS-level sandbox works on this machine (neither bubblewrap nor unshare could start a namespace)",
+            "WORKBENCH_SANDBOX=none turns the OS-level sandbox off (unset it to use bubblewrap or unshare)",
+        )
+    tried = ("bwrap", "unshare") if forced == "auto" else (forced,)
+    probes = "; ".join(f"{m}: {' '.join(str(_probe(m)).split())[:200]}" for m in tried)
+    return f"{NO_SANDBOX} ({probes})"
 
 
 @functools.cache
@@ -326,7 +340,7 @@ def _resolve(mode: str | None, allow_unsandboxed: bool) -> tuple[str, str]:
     except ValueError as e:
         return "none", f"sandbox: {e}"
     if mode == "none" and not allow_unsandboxed:
-        return mode, NO_SANDBOX
+        return mode, _why_none()
     if mode == "none":
         _warn_unsandboxed()
     return mode, ""
@@ -410,6 +424,11 @@ _ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "OMP_NUM_THREADS": "1",
 }
+
+
+def _tool(name: str) -> str:
+    """A launcher's absolute path (the child's environment has only a minimal PATH)."""
+    return os.path.realpath(shutil.which(name) or name)
 
 
 def _python() -> str:
@@ -562,7 +581,7 @@ class _Run:
         if uid is not None:  # root: setpriv drops to a fresh uid, no groups, no capabilities
             drop = ["--reuid", str(uid), "--regid", str(uid), "--clear-groups"]
         if mode == "bwrap":
-            argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+            argv = [_tool("bwrap"), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
             argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
             if uid is None:
                 argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
@@ -577,7 +596,7 @@ class _Run:
             argv += ["--perms", "01777", "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp"]
             argv += ["--remount-ro", "/", "--chdir", "/tmp", "--"]
             if uid is not None:
-                argv += ["setpriv", *drop, "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
+                argv += [_tool("setpriv"), *drop, "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
             return argv + inner
         spec = {
             "root": _mountpoint(),
@@ -589,7 +608,7 @@ class _Run:
             "job_fd": inner[-1],
             "env": _ENV,
         }
-        argv = ["unshare", "--mount", "--pid", "--ipc", "--uts", "--net", "--fork", "--kill-child"]
+        argv = [_tool("unshare"), "--mount", "--pid", "--ipc", "--uts", "--net", "--fork", "--kill-child"]
         argv += ["--propagation", "private"]
         if uid is None:
             argv += ["--user", "--map-root-user"]
@@ -628,12 +647,19 @@ class _Run:
         """SIGKILL the launcher's group (the namespace dies with its PID 1), then reap it."""
         if self.proc is None or self.proc.returncode is not None:
             return
+        pid = self.proc.pid
+        try:  # exited by itself? (not reaped yet, so its pid and group cannot have been reused)
+            exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            exited = True
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
-        if self.uid is not None:  # the namespace dies with its PID 1, asynchronously: wait for it
+        # A launcher that exited by itself did so after the namespace's PID 1 (and so everything in
+        # the namespace) was gone. A killed one leaves the namespace dying asynchronously: wait for it.
+        if self.uid is not None and not exited:
             deadline = time.monotonic() + 5.0
             while _uid_processes(self.uid) and time.monotonic() < deadline:
                 time.sleep(0.002)
