@@ -45,6 +45,7 @@ MAX_SMALL_FILE = 8 << 20  # config.yaml, summary.json, analysis.json larger than
 MAX_LINE = 16 << 20  # an episode line longer than this is skipped unparsed
 MAX_POLL = 64 << 20  # bytes of episodes.jsonl read per poll
 MAX_DETAILS = 20  # skipped lines described one by one (the rest are counted)
+ENTRY_TEXT = 1000  # characters of question / gold / answer kept in an episode's index entry
 
 # Training fields (docs/viewer.md): written by the RL trainer into Episode.meta.
 TRAIN_STEP, ADVANTAGE, NODE_ADVANTAGE = "train_step", "advantage", "node_advantage"
@@ -492,9 +493,10 @@ def episode_entry(d: dict[str, Any], pos: int, offset: int, length: int, line: i
         "task_id": d["task_id"],
         "index": d.get("index", pos),
         "protocol": d["protocol"],
-        "question": d["question"],
-        "gold": d["gold"],
-        "final_answer": d["final_answer"],
+        # the index keeps short text (tables show 90 characters); search reads the full episode
+        "question": d["question"][:ENTRY_TEXT],
+        "gold": d["gold"][:ENTRY_TEXT],
+        "final_answer": None if d["final_answer"] is None else d["final_answer"][:ENTRY_TEXT],
         "correct": d["correct"],
         "format_failure": d["format_failure"],
         "outcome": _outcome(d),
