@@ -52,6 +52,7 @@ end") is the program's account and is forgeable by it; no code task trusts it al
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -477,7 +478,9 @@ def _site_paths() -> list[str]:
 def _mountpoint() -> str:
     """An empty host folder the unshare bootstrap mounts its new root on (inside its own private
     mount namespace, so the host never sees what is mounted there)."""
-    return tempfile.mkdtemp(prefix="wb-sandbox-mnt-")
+    path = tempfile.mkdtemp(prefix="wb-sandbox-mnt-")
+    atexit.register(os.rmdir, path)  # it stays empty on the host
+    return path
 
 
 def _user_tasks() -> int:
@@ -585,7 +588,9 @@ class _Run:
             argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
             if uid is None:
                 argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
-            parents = sorted({a for p in _ro_paths() for a in _ancestors(p)})
+            # /tmp first: a Python or venv that lives under /tmp is then bound on top of it, not hidden
+            argv += ["--perms", "01777", "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp"]
+            parents = sorted({a for p in _ro_paths() for a in _ancestors(p)} - {"/tmp"})
             for a in parents:  # bwrap would create them 0700: unreachable for the unprivileged uid
                 argv += ["--perms", "0755", "--dir", a]
             for p in _ro_paths():
@@ -593,7 +598,6 @@ class _Run:
             for link, target in _symlinks().items():
                 argv += ["--symlink", target, link]
             argv += ["--proc", "/proc", "--dev", "/dev"]
-            argv += ["--perms", "01777", "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp"]
             argv += ["--remount-ro", "/", "--chdir", "/tmp", "--"]
             if uid is not None:
                 argv += [_tool("setpriv"), *drop, "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
@@ -799,12 +803,12 @@ try:
     check(libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0), "pdeathsig")  # (unshare --kill-child set it too)
     root = spec["root"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+    os.mkdir(root + "/tmp")  # first: binds of paths under /tmp (a venv there) then land on top of it
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec['tmp_bytes']},nr_inodes=4096")
     for path in spec["ro"]:
         bind_ro(path, root + path)
     for link, target in spec["symlinks"].items():
         os.symlink(target, root + link)
-    os.mkdir(root + "/tmp")
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec['tmp_bytes']},nr_inodes=4096")
     os.mkdir(root + "/proc")
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.mkdir(root + "/dev")
