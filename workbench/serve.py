@@ -8,9 +8,12 @@ Routes: ``POST /v1/chat/completions`` (messages, temperature, top_p, max_tokens,
 logprobs; plus vLLM's ``return_token_ids`` extension), ``GET /v1/models``, ``GET /health`` (the
 batcher's state: 503 when it is not running) and ``GET /stats`` (the batch sizes the model received).
 
-Batching: each connection is handled on its own thread, at most ``max_connections`` at once (one
-more gets an immediate 503 with ``Retry-After`` from the accepting thread, so 10,000 connections
-never make 10,000 threads). A request is validated there and put on a bounded queue (full: 503
+Batching: each connection is handled on its own thread, at most ``max_connections`` at once. When
+full, a new connection evicts the one that has waited longest (over a second) for its request, so
+slow and idle clients cannot starve new ones; if none has, it gets an immediate 503 with
+``Retry-After`` from the accepting thread. Handler threads never exceed ``max_threads``
+(max_connections plus a quarter for evicted ones on their way out): 10,000 connections never make
+10,000 threads. A request is validated there and put on a bounded queue (full: 503
 with ``Retry-After``). One batcher thread owns the model: it takes everything queued, plus whatever
 keeps arriving with gaps under ``batch_wait_ms`` (10 ms; 100 ms at most, so that a burst of
 simultaneous requests travels together), fits each request to the model's context (``max_tokens``
@@ -66,6 +69,7 @@ MAX_TOKENS = 1_000_000  # accepted in a request; then clamped to the model's con
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000
 API_KEY_ENV = "WORKBENCH_SERVE_API_KEY"
+EVICT_AFTER_S = 1.0  # a connection still without its full request after this long may be evicted when full
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")
 ROLES = ("system", "user", "assistant")
@@ -569,7 +573,7 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.deadlines: dict[int, tuple[float, socket.socket]] = {}
+        self.deadlines: dict[int, tuple[float, socket.socket, float]] = {}  # deadline, socket, armed at
         self.expired: set[int] = set()
         self.lingering: deque[tuple[float, socket.socket]] = deque()
         self._stop = threading.Event()
@@ -578,7 +582,8 @@ class _Watchdog:
 
     def arm(self, sock: socket.socket, seconds: float) -> None:
         with self.lock:
-            self.deadlines[id(sock)] = (time.monotonic() + seconds, sock)
+            now = time.monotonic()
+            self.deadlines[id(sock)] = (now + seconds, sock, now)
             self.expired.discard(id(sock))
 
     def disarm(self, sock: socket.socket) -> bool:
@@ -586,6 +591,27 @@ class _Watchdog:
         with self.lock:
             self.deadlines.pop(id(sock), None)
             return id(sock) in self.expired
+
+    def evict_oldest(self, min_age_s: float) -> bool:
+        """Cut off the connection that has waited longest (at least ``min_age_s``) for its request:
+        a slow or idle client gives way to a new one. False if none is that old."""
+        now = time.monotonic()
+        with self.lock:
+            oldest = min(
+                ((armed, k, s) for k, (_, s, armed) in self.deadlines.items() if now - armed >= min_age_s),
+                default=None,
+                key=lambda x: x[0],
+            )
+            if oldest is None:
+                return False
+            _, k, sock = oldest
+            del self.deadlines[k]
+            self.expired.add(k)
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        return True
 
     def is_expired(self, sock: socket.socket) -> bool:
         with self.lock:
@@ -614,7 +640,7 @@ class _Watchdog:
         while not self._stop.wait(0.1):
             now = time.monotonic()
             with self.lock:
-                late = [(k, s) for k, (t, s) in self.deadlines.items() if t <= now]
+                late = [(k, s) for k, (t, s, _) in self.deadlines.items() if t <= now]
                 for k, _ in late:
                     del self.deadlines[k]
                     self.expired.add(k)
@@ -919,6 +945,8 @@ class ModelServer(ThreadingHTTPServer):
         self.verbose = verbose
         self.started = int(time.time())
         self.max_connections = int(max_connections)
+        self.max_threads = self.max_connections + max(4, self.max_connections // 4)  # evicted ones, exiting
+        self.evicted = 0
         self.request_timeout_s = float(request_timeout_s)
         self.io_timeout_s = float(io_timeout_s)
         self.max_body_bytes = int(max_body_bytes)
@@ -982,17 +1010,28 @@ class ModelServer(ThreadingHTTPServer):
                 "peak_connections": self.peak_active,
                 "max_connections": self.max_connections,
                 "refused_connections": self.refused,
+                "evicted_connections": self.evicted,
+                "max_threads": self.max_threads,
             }
 
     # ---- at most max_connections handler threads ----
     def process_request(self, request, client_address) -> None:
         with self._conn_lock:
-            full = self.active >= self.max_connections
+            active = self.active
+        # full: the connection that has waited longest (>= 1 s) for its request gives way to this one
+        # (slowloris and idle keep-alives cannot starve new clients); threads stay <= max_threads
+        full = active >= self.max_connections and not (
+            active < self.max_threads and self.watchdog.evict_oldest(EVICT_AFTER_S)
+        )
+        with self._conn_lock:
+            full = full or self.active >= self.max_threads
             if full:
                 self.refused += 1
             else:
                 self.active += 1
                 self.peak_active = max(self.peak_active, self.active)
+                if active >= self.max_connections:
+                    self.evicted += 1
         if full:
             return self._refuse(request)
         try:
