@@ -168,6 +168,18 @@ def attempts(sentinel: Path, home: Path, port: int) -> dict[str, str]:
             "for d in ('/dev/sda', '/dev/vda', '/dev/mem', '/dev/kmsg', '/dev/tty', '/dev/shm/x'):\n"
             "    attempt(read, d)\n    attempt(lambda: open(d, 'w').write('x'))"
         ),
+        "overwrite the interpreter through /proc/self/exe": (
+            "attempt(lambda: open('/proc/self/exe', 'r+b').write(b'x'))\n"
+            "attempt(lambda: open('/proc/self/root/usr/bin/env', 'r+b').write(b'x'))\n"
+            "attempt(lambda: open('/proc/1/exe', 'r+b').write(b'x'))"
+        ),
+        "/sys knobs and host daemons' unix sockets": (
+            "attempt(lambda: open('/sys/kernel/mm/transparent_hugepage/enabled', 'w').write('never'))\n"
+            "import socket\n"
+            "for path in ('/run/dbus/system_bus_socket', '/var/run/docker.sock', '/run/systemd/private'):\n"
+            "    attempt(lambda: socket.socket(socket.AF_UNIX).connect(path))\n"
+            "attempt(lambda: socket.socket(socket.AF_UNIX).connect('\\0/tmp/.X11-unix/X0'))"
+        ),
         # ---- network ----
         "network: the host's loopback listener and the internet": (
             "import socket\n"
