@@ -256,7 +256,8 @@ def run_check(
                     return SandboxResult(False, "error", error, time.perf_counter() - t0)
                 finished = test.wait(limits.timeout_s)
                 test.kill()
-                prog.wait(0.5)  # the tester is gone, so the program reads end-of-file and exits
+                if finished:  # the tester is gone, so an idle program reads end-of-file and exits
+                    prog.wait(0.5)
                 prog.kill()
                 duration = time.perf_counter() - t0
                 record, stdout = test.record(), prog.stdout()
