@@ -253,3 +253,12 @@ def test_a_loader_tripped_by_a_malformed_row_gives_a_task_error(monkeypatch):
     monkeypatch.setattr(math500, "load", broken)
     with pytest.raises(TaskError, match=r"task 'math500': a row of its test data is malformed \(KeyError"):
         _load(name="math500", limit=5)
+
+
+def test_a_local_copy_with_a_question_of_the_wrong_type_is_a_task_error(tmp_path, monkeypatch):
+    (tmp_path / "gsm8k").mkdir()
+    row = {"question": {"text": "How many?"}, "answer": "#### 5"}
+    (tmp_path / "gsm8k" / "test.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path))
+    with pytest.raises(TaskError, match=r"task 'gsm8k': item gsm8k-test-0 has a dict question"):
+        _load(name="gsm8k", limit=5)

@@ -122,7 +122,7 @@ class TaskSet:
 def load_tasks(cfg: TaskConfig) -> TaskSet:
     """The items of ``cfg``; a malformed data file or row is a TaskError naming it, never a traceback."""
     try:
-        return _load(cfg)
+        loaded = _load(cfg)
     except (TaskError, ConfigError):
         raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError, OSError) as e:
@@ -132,6 +132,13 @@ def load_tasks(cfg: TaskConfig) -> TaskSet:
             f"task '{cfg.name}': a row of its {cfg.split} data is malformed ({what}); "
             "replace the data file with the public release (or fix the row)"
         ) from None
+    for t in loaded.tasks:  # a field of the wrong type in a local copy would reach the prompt silently
+        if not isinstance(t.prompt, str) or not t.prompt.strip() or not isinstance(t.answer, str):
+            raise TaskError(
+                f"task '{cfg.name}': item {str(t.id)[:60]} has a {type(t.prompt).__name__} question and a "
+                f"{type(t.answer).__name__} answer (text expected); replace the data file with the public release"
+            )
+    return loaded
 
 
 def _load(cfg: TaskConfig) -> TaskSet:
