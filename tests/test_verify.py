@@ -380,3 +380,23 @@ def test_math_verify_has_a_hard_deadline_on_any_thread(monkeypatch):
 
 def test_answers_too_long_for_math_verify_are_wrong():
     assert not math_equal("1" + " + 0" * 1000, "1")
+
+
+@pytest.mark.timeout(120)
+def test_an_episode_s_verifications_share_one_time_budget():
+    import contextvars
+
+    from workbench.tasks.verify import safe_check, start_episode_budget
+
+    task = Task("t", "q", "1", "math")
+
+    def episode():
+        start_episode_budget(0.5)  # what protocols.base.play gives each episode (60 s by default)
+        first = safe_check(task, "10^{10^{7}}+\\frac{1}{7}")  # cut at the budget, not at 20 s
+        then = safe_check(task, "1")  # the budget is spent: wrong without a call
+        return first, then
+
+    (ok1, err1), (ok2, err2) = contextvars.copy_context().run(episode)
+    assert not ok1 and err1.startswith("VerifierTimeout: math-verify took longer than 0.5")
+    assert not ok2 and "verification time is spent" in err2
+    assert safe_check(task, "1") == (True, None)  # outside that episode: no budget

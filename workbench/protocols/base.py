@@ -19,7 +19,7 @@ from workbench.episode import Episode, Message, Usage
 from workbench.models.base import Generation, Request, SamplingParams
 from workbench.scheduler import BatchScheduler
 from workbench.tasks import Task
-from workbench.tasks.verify import safe_check, safe_extract
+from workbench.tasks.verify import safe_check, safe_extract, start_episode_budget
 
 TASK_NODE, ANSWER_NODE = "task", "answer"
 
@@ -318,7 +318,9 @@ class EpisodeContext:
 
 
 async def play(run, task: Task, team: Team, cfg, ctx: EpisodeContext) -> Episode:
-    """Run one protocol episode; a budget stop ends it with the protocol's provisional answer."""
+    """Run one protocol episode; a budget stop ends it with the protocol's provisional answer.
+    Its verifications share one time budget (``verify.EPISODE_BUDGET_S``; this is the episode's task)."""
+    start_episode_budget()
     try:
         await run(task, team, cfg, ctx)
     except BudgetExhausted as e:

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -47,6 +48,7 @@ MATH_MAX_CHARS = 2_000  # a math answer (or gold) longer than this is wrong with
 MATH_STEP_TIMEOUT_S = 5  # math-verify's own alarm per parse and per comparison (as before)
 MATH_TIMEOUT_S = 20.0  # hard deadline of one math comparison in the helper process
 MATH_MEMORY_BYTES = 4 << 30  # address-space cap of the helper process
+EPISODE_BUDGET_S = 60.0  # verification time one episode may spend, all its extractions and checks together
 
 _LIMIT = 10**MAX_DIGITS
 
@@ -443,13 +445,14 @@ class _MathHelper:
                 self._start()
             self._proc.stdin.write(json.dumps([predicted, gold]).encode() + b"\n")
             self._proc.stdin.flush()
-            answer = self._readline(MATH_TIMEOUT_S)
+            limit = min(MATH_TIMEOUT_S, max(0.0, budget_left()))
+            answer = self._readline(limit)
             if answer in (b"0", b"1"):
                 return answer == b"1"
             self.close()
         if answer is None:
             raise VerifierTimeout(
-                f"math-verify took longer than {MATH_TIMEOUT_S:g} s on an answer of {len(predicted)} characters"
+                f"math-verify took longer than {limit:g} s on an answer of {len(predicted)} characters"
             )
         raise RuntimeError(f"the math-verify helper process failed ({answer[:80]!r})")
 
@@ -547,12 +550,41 @@ def _user_error(e: Exception) -> bool:
     return isinstance(e, ConfigError | TaskError)
 
 
+# the verification time left to the running episode: [seconds]; None outside an episode (no cap)
+_BUDGET: ContextVar[list[float] | None] = ContextVar("workbench_verification_budget", default=None)
+
+
+def start_episode_budget(seconds: float = EPISODE_BUDGET_S) -> None:
+    """Give the current context (one episode's asyncio task) ``seconds`` of verification time."""
+    _BUDGET.set([seconds])
+
+
+def budget_left() -> float:
+    budget = _BUDGET.get()
+    return float("inf") if budget is None else budget[0]
+
+
+def _timed(fn: Callable, *args):
+    """``fn(*args)``, charged to the episode's verification budget; refused once it is spent."""
+    budget = _BUDGET.get()
+    if budget is not None and budget[0] <= 0:
+        raise VerifierTimeout(
+            "the episode's verification time is spent (workbench.tasks.verify.EPISODE_BUDGET_S)"
+        )
+    t0 = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        if budget is not None:
+            budget[0] -= time.monotonic() - t0
+
+
 def safe_extract(task: Any, text: str) -> tuple[str | None, str | None]:
     """``(extracted, error)``: the verifier's answer from the last MAX_REPLY_CHARS of ``text``;
     any exception gives ``(None, "Type: message")`` (a format failure that the episode records)."""
     verifier = VERIFIERS[task.verifier]  # an unknown kind is a bug in the task, not in the reply
     try:
-        return verifier.extract(text[-MAX_REPLY_CHARS:], task), None
+        return _timed(verifier.extract, text[-MAX_REPLY_CHARS:], task), None
     except Exception as e:
         if _user_error(e):
             raise
@@ -560,10 +592,10 @@ def safe_extract(task: Any, text: str) -> tuple[str | None, str | None]:
 
 
 def safe_check(task: Any, extracted: str | None) -> tuple[bool, str | None]:
-    """``(correct, error)``: any exception (a timeout included) gives ``(False, "Type: message")``."""
+    """``(correct, error)``: any exception (a timeout, a spent episode budget) gives ``(False, "Type: message")``."""
     verifier = VERIFIERS[task.verifier]
     try:
-        return bool(verifier.check(extracted, task)), None
+        return bool(_timed(verifier.check, extracted, task)), None
     except Exception as e:
         if _user_error(e):
             raise
