@@ -124,8 +124,8 @@ def test_timeouts_kill_the_whole_namespace(mode, sandbox_root, home):
     assert r.status == "timeout" and "2 s" in r.message
     assert_unharmed(home, sandbox_root, os.getcwd())
     if os.geteuid() == 0:  # the per-run uid owns no process any more (the setsid child included)
-        left = [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) >= sandbox.UID_BASE]
-        assert left == []
+        uid = sandbox.ISSUED_UIDS[-1]
+        assert [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(p) == uid] == []
 
 
 def _uid_of(pid: str) -> int:

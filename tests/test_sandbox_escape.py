@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from workbench.tasks.sandbox import UID_BASE, UID_SPAN, SandboxLimits, _probe, run_check, run_program
+from workbench.tasks.sandbox import (
+    ISSUED_UIDS,
+    UID_BASE,
+    UID_SPAN,
+    SandboxLimits,
+    _probe,
+    run_check,
+    run_program,
+)
 
 ROUTES = [
     pytest.param(m, marks=pytest.mark.skipif(_probe(m) is not None, reason=f"{m}: {_probe(m)}"))
@@ -259,8 +267,9 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
-def sandbox_processes() -> list[str]:
-    """Processes left running under a sandbox uid (root only: the per-run uids)."""
+def sandbox_processes(uids: set[int]) -> list[str]:
+    """Processes left running under the given per-run uids (root only), e.g. this test's own runs
+    (other sandboxes may be running on the machine at the same time)."""
     left = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -268,7 +277,8 @@ def sandbox_processes() -> list[str]:
                 uid = os.stat(f"/proc/{pid}").st_uid
             except OSError:
                 continue
-            if UID_BASE <= uid < UID_BASE + UID_SPAN:
+            if uid in uids:
+                assert UID_BASE <= uid < UID_BASE + UID_SPAN
                 left.append(pid)
     return left
 
@@ -319,6 +329,7 @@ def test_escape_attempt_fails_and_changes_nothing(name, mode, world, listener):
     sentinel, home, parent_tmp = world
     code = PRELUDE + attempts(sentinel, home, listener.getsockname()[1])[name] + "\n"
     before, venv_before = snapshot(sentinel.parent), VENV_FILE.stat()
+    issued_before = set(ISSUED_UIDS)
     r = run_check(code, "solve", TESTER, limits=LIMITS, mode=mode, tmp_root=str(parent_tmp))
     assert not r.passed, (name, r)
     assert r.status in ("failed", "timeout"), (name, r)  # judged, not a sandbox error
@@ -332,7 +343,9 @@ def test_escape_attempt_fails_and_changes_nothing(name, mode, world, listener):
     with pytest.raises(BlockingIOError):  # nobody connected to the host's loopback listener
         listener.accept()
     if os.geteuid() == 0:
-        assert sandbox_processes() == [], name
+        uids = set(ISSUED_UIDS) - issued_before
+        assert len(uids) == 2, uids  # the program's and the tester's
+        assert sandbox_processes(uids) == [], name
     with pytest.raises(ChildProcessError):  # no child of ours is left, not even a zombie
         os.waitpid(-1, os.WNOHANG)
 

@@ -53,6 +53,7 @@ end") is the program's account and is forgeable by it; no code task trusts it al
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import json
 import os
@@ -75,6 +76,9 @@ STATUSES = ("passed", "failed", "timeout", "error")
 MODES = ("bwrap", "unshare", "none")
 UID_BASE = 2_000_000_000  # per-run uids are drawn from [UID_BASE, UID_BASE + UID_SPAN): no real account
 UID_SPAN = 100_000_000
+ISSUED_UIDS: collections.deque[int] = collections.deque(
+    maxlen=4096
+)  # the latest per-run uids (tests check them)
 NO_SANDBOX = (
     "sandbox: no OS-level sandbox works on this machine (neither bubblewrap nor unshare could start a "
     "namespace); install bubblewrap (apt-get install bubblewrap), or set task.allow_unsandboxed=true "
@@ -537,6 +541,8 @@ class _Run:
         root = os.geteuid() == 0
         uid = UID_BASE + secrets.randbelow(UID_SPAN) if root and mode != "none" else None
         self.uid = uid
+        if uid is not None:
+            ISSUED_UIDS.append(uid)
         job = dict(
             job,
             nonce=self.nonce,
