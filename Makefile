@@ -34,6 +34,9 @@ test: $(STAMP)
 	# the viewer's browser tests drive Debian's chromium (never `playwright install`: it downloads)
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| echo "warning: /usr/bin/chromium missing and apt-get failed; the browser tests will skip"
+	# the code sandbox's preferred route is bubblewrap (the unshare route is tested too, and used without it)
+	@test -x /usr/bin/bwrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; } \
+		|| echo "warning: bubblewrap missing and apt-get failed; the sandbox tests use the unshare route only"
 	WORKBENCH_DATA_DIR=$${WORKBENCH_DATA_DIR:-$(abspath ../shared/data)} WORKBENCH_SMOKE=1 \
 		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
