@@ -472,14 +472,17 @@ def test_resume_without_a_checkpoint_rolls_every_log_back_to_step_0(tmp_path):
     run = tmp_path
     ev = lambda step: {"meta": {"eval": True, "eval_step": step}, "task_id": f"e{step}"}  # noqa: E731
     tr = lambda step: {"meta": {"train_step": step}, "task_id": f"t{step}"}  # noqa: E731
-    row = lambda step: {
-        "step": step,
-        "n": 2,
-        "accuracy": 0.5,
-        "format_failures": 0,
-        "ci95": [0, 1],
-        "correct_by_task": {},
-    }  # noqa: E731, E501
+
+    def row(step):
+        return {
+            "step": step,
+            "n": 2,
+            "accuracy": 0.5,
+            "format_failures": 0,
+            "ci95": [0, 1],
+            "correct_by_task": {},
+        }
+
     (run / "metrics.jsonl").write_text(_jl([{"step": 1}, {"step": 2}]) + '{"step": 3, "lo')
     (run / "evals.jsonl").write_text(_jl([row(0), {"step": 2, "accuracy": None}]))
     (run / "episodes.jsonl").write_text(_jl([ev(0), ev(0), tr(1), tr(2), ev(2)]) + "[" * 5000 + "\n")
@@ -577,3 +580,18 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0_without_du
     assert sum("train_step" in e["meta"] for e in eps) == n_train  # step 1 once, not twice
     assert sorted({e["meta"]["eval_step"] for e in eps if e["meta"].get("eval")}) == [0, 1]
     assert again.summary["after"]["step"] == 1 and (run / "adapter").is_dir()
+
+
+def test_cli_resume_flags_give_one_line_errors(tmp_path, capsys):
+    from workbench.cli import main
+
+    run = _new_run(tmp_path)
+    _edit_config(run, "train", "lr", 1e-3)
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.lr: 0.0001 -> 0.001" in err and "--allow-config-change" in err
+    assert main(["train", "--allow-config-change"]) == 2
+    assert "goes with --resume" in capsys.readouterr().err
+    _edit_config(run, "task", "limit", 3)
+    assert main(["train", "--resume", str(run), "--allow-config-change"]) == 2
+    assert "task.limit: 6 -> 3 cannot change on resume" in capsys.readouterr().err
