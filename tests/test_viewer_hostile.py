@@ -324,6 +324,10 @@ def broken_root(tmp_path: Path) -> tuple[Path, dict[str, int]]:
             (b"- a list\n- at the top", b"[1, 2]"),
             (b"date: 2026-13-45\n", b'{"planned": "3", "interrupted": "yes", "n": [1]}'),
             (b"[" * 10_000, b"[" * 100_000),
+            (
+                b"".join(b"k%d: " % i + b"[" * 900 + b"]" * 900 + b"\n" for i in range(40)),
+                b"{}",
+            ),  # slow to parse
             (b"\xff\xfe\x00binary", b"\xff\xfe\x00binary"),
             (b"task: {limit: 1e999, name: [1]}", b'{"task": {"x": 1}, "protocol": 5, "planned": true}'),
         ]
@@ -371,8 +375,14 @@ def broken_root(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     return root, expect
 
 
-def test_no_broken_run_stops_the_listing_tail_figures_or_compare(tmp_path):
-    root, expect = broken_root(tmp_path)
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """One corpus of broken runs for the tests below (they only read it)."""
+    return broken_root(tmp_path_factory.mktemp("broken"))
+
+
+def test_no_broken_run_stops_the_listing_tail_figures_or_compare(broken):
+    root, expect = broken
     v = Viewer(root)
     names = v.run_names()
     assert set(expect) <= set(names) and "leak" in names
@@ -409,11 +419,11 @@ def test_no_broken_run_stops_the_listing_tail_figures_or_compare(tmp_path):
         v.snapshot("linked-out")
 
 
-def test_the_app_starts_on_a_root_of_broken_runs(tmp_path):
+def test_the_app_starts_on_a_root_of_broken_runs(broken):
     pytest.importorskip("gradio")
     from workbench.viewer import load_app
 
-    root, expect = broken_root(tmp_path)
+    root, expect = broken
     app = load_app().build_app(root)
     assert {r[0] for r in app.viewer.runs_table()} >= set(expect)
 
@@ -519,13 +529,13 @@ def test_fuzz_raw_bytes_never_raise_in_the_tail(tmp_path, lines):
     v.runs_table()
 
 
-def test_the_served_app_answers_every_view_of_broken_runs_and_refuses_a_hostile_launch(tmp_path):
+def test_the_served_app_answers_every_view_of_broken_runs_and_refuses_a_hostile_launch(broken):
     """Through the running app's own HTTP API (gradio_client, as a page or a script would call it)."""
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     from workbench.viewer import load_app
 
-    root, expect = broken_root(tmp_path)
+    root, expect = broken
     port = _free_port()
     app, _ = load_app().serve(root, "127.0.0.1", port, block=False)
     try:

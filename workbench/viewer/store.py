@@ -22,6 +22,7 @@ A folder that cannot be read, or whose files are links out of the root, is liste
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -41,7 +42,9 @@ RUN_FILES = ("episodes.jsonl", "config.yaml", "summary.json")
 ANALYSIS_FILE = "analysis.json"  # written by `workbench analyze`; read by the Analysis view
 RUNNING_WINDOW_S = 120.0  # a run without summary.json whose episodes file changed this recently is "running"
 MAX_DEPTH = 4  # how deep under the root run folders are looked for (demo runs nest one level)
-MAX_SMALL_FILE = 8 << 20  # config.yaml, summary.json, analysis.json larger than this are not parsed
+MAX_SMALL_FILE = 8 << 20  # summary.json, analysis.json larger than this are not parsed
+MAX_CONFIG = 256 << 10  # config.yaml larger than this is not parsed (a resolved config is a few KB)
+MAX_CONFIG_BRACKETS = 2000
 MAX_LINE = 16 << 20  # an episode line longer than this is skipped unparsed
 MAX_POLL = 64 << 20  # bytes of episodes.jsonl read per poll
 MAX_DETAILS = 20  # skipped lines described one by one (the rest are counted)
@@ -243,25 +246,38 @@ class RunInfo:
         return "?"
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_config(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(config, problem) of a config.yaml's text; cached, since every poll of a run reads it again.
+
+    PyYAML's parser is recursive and slow on deep flow nesting (0.3 s per 900-deep ``[[[...]]]``), so a
+    text with more brackets than any workbench config has is not parsed at all."""
+    if text.count("[") + text.count("{") > MAX_CONFIG_BRACKETS:
+        return None, f"config.yaml holds over {MAX_CONFIG_BRACKETS} brackets: not a workbench config; ignored"
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        return None, f"config.yaml cannot be parsed ({str(e).splitlines()[0][:200]}); ignored"
+    except (ValueError, TypeError, RecursionError, OverflowError) as e:  # e.g. a date 2026-13-45
+        return None, f"config.yaml cannot be parsed ({type(e).__name__}); ignored"
+    if not isinstance(config, dict):
+        return None, "config.yaml is not a mapping; ignored"
+    return config, None
+
+
 def load_run_info(root: RunsRoot, name: str) -> RunInfo:
     """A run's config.yaml and summary.json, with what is missing or unreadable said in ``problems``."""
     problems: list[str] = []
     config = summary = None
-    text, problem = read_small(root.file(name, "config.yaml"), "config.yaml")
+    text, problem = read_small(root.file(name, "config.yaml"), "config.yaml", MAX_CONFIG)
     if problem:
         problems.append(problem)
     elif text is None:
         problems.append("config.yaml is missing")
     else:
-        try:
-            config = yaml.safe_load(text)
-            if not isinstance(config, dict):
-                problems.append("config.yaml is not a mapping; ignored")
-                config = None
-        except yaml.YAMLError as e:
-            problems.append(f"config.yaml cannot be parsed ({str(e).splitlines()[0]}); ignored")
-        except (ValueError, TypeError, RecursionError, OverflowError) as e:  # e.g. a date 2026-13-45
-            problems.append(f"config.yaml cannot be parsed ({type(e).__name__}); ignored")
+        config, problem = _parse_config(text)
+        if problem:
+            problems.append(problem)
     text, problem = read_small(root.file(name, "summary.json"), "summary.json")
     if problem:
         problems.append(problem)
