@@ -556,3 +556,35 @@ def test_the_served_app_answers_every_view_of_broken_runs_and_refuses_a_hostile_
         assert sorted(p.name for p in root.iterdir()) == before and app.launcher.jobs == []
     finally:
         app.close()
+
+
+def test_workbench_app_beyond_loopback_prints_the_token_it_asks_for(tmp_path):
+    pytest.importorskip("gradio")
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_APP_TOKEN"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "app", "--runs", str(tmp_path), "--host", "0.0.0.0", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert f":{port}" in proc.stdout.readline()
+        notice = proc.stdout.readline()
+        assert "asks for a login" in notice and "user workbench" in notice, notice
+        token = notice.split("token ")[1].split()[0]
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(base + "/config", timeout=20).status_code == 401
+        with httpx.Client(base_url=base, timeout=20) as c:
+            assert c.post("/login", data={"username": "workbench", "password": token}).status_code == 200
+            assert c.get("/config").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
