@@ -273,3 +273,13 @@ def test_a_billion_laughs_document_is_refused_without_expanding(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match="aliases"):
         load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "protocol, key",
+    [("vote", "members"), ("maestro", "explorer_members"), ("debate", "members"), ("leader", "peer_members")]
+    + [("moa", "proposer_members")],
+)
+def test_an_empty_member_list_is_refused_not_left_to_fail_in_every_episode(protocol, key):
+    with pytest.raises(ConfigError, match=f"protocol.{key} must name at least one team member"):
+        EvalConfig.build({"protocol": {key: ""}}, protocol=protocol)
