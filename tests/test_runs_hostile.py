@@ -182,18 +182,10 @@ def episode_lines(draw) -> bytes:
             target.pop(path[-1], None)
     else:
         target[path[-1]] = draw(json_values)
-    return (json.dumps(d, allow_nan=draw(st.booleans())) + "\n").encode() if _dumps_ok(d) else b"x\n"
+    return (json.dumps(d) + "\n").encode()  # NaN / Infinity included, as json.dumps writes them
 
 
-def _dumps_ok(d) -> bool:
-    try:
-        json.dumps(d, allow_nan=False)
-        return True
-    except ValueError:
-        return True  # NaN / inf: json.dumps(allow_nan=True) still writes it, the reader must cope
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(episode_lines(), min_size=1, max_size=6))
 def test_fuzz_episode_lines_never_raise_in_any_reader(tmp_path_factory, lines):
     path = tmp_path_factory.mktemp("fuzz") / "episodes.jsonl"
