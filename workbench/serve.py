@@ -696,6 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: ModelServer
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
     server_version = "workbench-serve"
+    disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms delayed-ACK stall)
 
     def setup(self) -> None:
         self.timeout = self.server.io_timeout_s  # every socket read and write (StreamRequestHandler)
@@ -736,6 +737,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
+        if self.server.active >= self.server.max_connections:  # full: free the slot, let others in
+            self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -923,7 +926,7 @@ class ModelServer(ThreadingHTTPServer):
         verbose: bool = False,
         log=None,
         *,
-        max_connections: int = 128,
+        max_connections: int = 512,
         max_queue: int = 256,
         request_timeout_s: float = 10.0,
         io_timeout_s: float = 10.0,
@@ -1167,7 +1170,7 @@ def serve(
     batch_wait_ms: float = 10.0,
     verbose: bool = False,
     *,
-    max_connections: int = 128,
+    max_connections: int = 512,
     max_queue: int = 256,
     request_timeout_s: float = 10.0,
     allow_hosts: tuple[str, ...] | list[str] = (),
