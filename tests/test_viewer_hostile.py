@@ -115,7 +115,7 @@ def test_launch_refuses_every_hostile_set_field_and_starts_nothing(tmp_path, ext
         dict(model="--task=jsonl:/etc/passwd"),
         dict(model="/etc"),
         dict(model="../../secret"),
-        dict(model="tests"),  # a local folder (here, this checkout's tests/)
+        dict(model="localmodel"),  # a local folder (made below, in the working directory)
         dict(model="a" * 300),
         dict(limit=float("inf")),
         dict(limit=float("nan")),
@@ -129,7 +129,9 @@ def test_launch_refuses_every_hostile_set_field_and_starts_nothing(tmp_path, ext
         dict(extra_set=["protocol.n=3"]),
     ],
 )
-def test_launch_refuses_hostile_form_fields(tmp_path, field):
+def test_launch_refuses_hostile_form_fields(tmp_path, monkeypatch, field):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "localmodel").mkdir()
     args = dict(task="arithmetic", protocol="single", model="smollm2", limit=3) | field
     root = tmp_path / "runs"
     launcher = Launcher(root)
