@@ -445,3 +445,47 @@ def test_a_second_compare_on_a_locked_folder_is_refused(tmp_path):
     with pytest.raises(RunDirError, match="in use"):
         run_compare(cmp, backend=ScriptedBackend(_solver), progress=False, resume=True)
     lock.release()
+
+
+# ---------------------------------------------------------------- analysis over hostile meta
+def _team_solver(req, j):
+    text = "\n".join(m["content"] for m in req.messages)
+    if "<choice>NUMBER</choice>" in req.messages[-1]["content"]:
+        return "<choice>1</choice><why>fine</why>"
+    if req.messages[0]["content"].startswith("You are the Conductor"):
+        return 'model_id = [0, 1]\nsubtasks = ["Solve.", "Check."]\naccess_list = [[], ["all"]]'
+    return f"<answer>{eval(QUESTION.findall(text)[-1])}</answer>"
+
+
+HOSTILE_VALUES = [None, True, 0, -1, 1.5, float("nan"), "", "x", [], [1], {}, {"a": 1}, [{"error": 1}],
+                  [[1, 2]], [{"model_id": ["a"]}], [{"model_id": [True, -5]}], {"x": [None]}]  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", ["vote", "maestro", "conductor", "leader", "debate", "moa"])
+def test_analysis_of_episodes_with_hostile_meta_never_raises(tmp_path, protocol):
+    """Schema-valid episodes whose protocol-specific fields (meta.plans, meta.train_step, a
+    message's extracted answer and role) hold any JSON: every analysis counts, none raises."""
+    import random
+
+    from workbench.analysis.analyze import AnalyzeOptions, analyze_run
+
+    cfg = EvalConfig.build(task="arithmetic", protocol=protocol, limit=3, out=str(tmp_path / "run"))
+    run_eval(cfg, backend=ScriptedBackend(_team_solver), progress=False)
+    base = read_episodes(tmp_path / "run").episodes
+    rng = random.Random(protocol)
+    for trial in range(25):
+        eps = json.loads(json.dumps(base))
+        for e in eps:
+            for _ in range(2):
+                key = rng.choice([*e["meta"], "train_step", "plans", "votes", "eval"])
+                e["meta"][key] = rng.choice(HOSTILE_VALUES)
+            if e["messages"] and rng.random() < 0.5:
+                m = rng.choice(e["messages"])
+                m[rng.choice(["extracted", "finish_reason"])] = rng.choice([None, "", "zz", "1"])
+                m["role"] = rng.choice([m["role"], "", "weird"])
+        run = tmp_path / f"m{trial}"
+        run.mkdir()
+        (run / "config.yaml").write_bytes((tmp_path / "run" / "config.yaml").read_bytes())
+        (run / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
+        a = analyze_run(run, AnalyzeOptions(embed=False, png=False), write=False)
+        assert a["n"] == len(eps) and not a["problems"]

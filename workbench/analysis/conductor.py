@@ -38,7 +38,7 @@ def conductor_analysis(episodes: list[dict], judge: Judge | None = None) -> dict
     step_gain: dict[int, list[float]] = defaultdict(list)
     recursed = 0
     for ep in eps:
-        plans = (ep.get("meta") or {}).get("plans") or []
+        plans = _plans(ep)
         first = plans[0] if plans else {"error": "no plan recorded"}
         if "error" in first:
             failures += 1
@@ -75,6 +75,25 @@ def conductor_analysis(episodes: list[dict], judge: Judge | None = None) -> dict
     }
 
 
+def _plans(ep: dict) -> list[dict]:
+    """An episode's ``meta.plans``; a plan of the wrong shape (a hostile or corrupted line) counts
+    as a format failure, never a crash."""
+    plans = ep["meta"].get("plans") if isinstance(ep.get("meta"), dict) else None
+    if not isinstance(plans, list):
+        return []
+    out = []
+    for p in plans:
+        ids = p.get("model_id") if isinstance(p, dict) else None
+        ok = isinstance(p, dict) and "error" not in p and isinstance(ids, list)
+        ok = ok and all(isinstance(w, int) and not isinstance(w, bool) and 0 <= w < 10_000 for w in ids)
+        out.append(
+            p
+            if ok
+            else {"error": p.get("error", "malformed plan") if isinstance(p, dict) else "malformed plan"}
+        )
+    return out
+
+
 def _by_step(eps: list[dict]) -> list[dict] | None:
     groups: dict[int, list[dict]] = defaultdict(list)
     for ep in eps:
@@ -86,7 +105,7 @@ def _by_step(eps: list[dict]) -> list[dict] | None:
     out = []
     for step in sorted(groups):
         g = groups[step]
-        plans = [((e.get("meta") or {}).get("plans") or [{"error": ""}])[0] for e in g]
+        plans = [(_plans(e) or [{"error": ""}])[0] for e in g]
         ok = [p for p in plans if "error" not in p]
         out.append(
             {
