@@ -622,3 +622,24 @@ def test_parse_json_body_depth_limit_is_exact():
     assert parse_json_body(ok) is not None
     with pytest.raises(BadRequest, match="nested too deeply"):
         parse_json_body(b"[" + ok + b"]")
+
+
+@pytest.mark.slow
+def test_the_real_models_context_bounds_max_tokens(smollm2):
+    """On the embedded model: the context comes from its config, the prompt from its tokenizer."""
+    from workbench.models.base import Request, SamplingParams
+    from workbench.serve import Batcher, _Job, context_length
+
+    ctx = context_length(smollm2)
+    assert ctx == smollm2.model.config.max_position_embeddings and ctx >= 2048
+    batcher = Batcher(smollm2)
+    try:
+        job = _Job(Request(USER, SamplingParams(max_tokens=10**6)))
+        batcher._fit(job)
+        prompt = len(smollm2.encode_chat(USER))
+        assert job.error is None and job.request.sampling.max_tokens == ctx - prompt
+        huge = _Job(Request([{"role": "user", "content": "hello " * ctx}], SamplingParams(max_tokens=4)))
+        batcher._fit(huge)
+        assert huge.status == 400 and f"context is {ctx} tokens" in huge.error
+    finally:
+        batcher.stop()

@@ -260,11 +260,15 @@ class _Job:
 
 
 def context_length(backend: Backend) -> int | None:
-    """The model's context in tokens, if the backend says: ``context_length`` or the HF config's."""
+    """The model's context in tokens, if the backend says: ``context_length``, the HF config's
+    ``max_position_embeddings`` or vLLM's ``max_model_len``; else None (no clamping)."""
     n = getattr(backend, "context_length", None)
-    if n is None:
+    if n is None:  # transformers
         config = getattr(getattr(backend, "model", None), "config", None)
         n = getattr(config, "max_position_embeddings", None)
+    if n is None:  # vLLM: the engine's max_model_len
+        engine = getattr(getattr(backend, "llm", None), "llm_engine", None)
+        n = getattr(getattr(engine, "model_config", None), "max_model_len", None)
     return n if isinstance(n, int) and n > 0 else None
 
 
