@@ -489,3 +489,17 @@ def test_analysis_of_episodes_with_hostile_meta_never_raises(tmp_path, protocol)
         (run / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
         a = analyze_run(run, AnalyzeOptions(embed=False, png=False), write=False)
         assert a["n"] == len(eps) and not a["problems"]
+
+
+@pytest.mark.parametrize(
+    "summary", [b"[1, 2]", b"{}", b'{"n": 2, "accuracy": "high"}', b"\xff\xfe", b"[" * 100_000]
+)
+def test_compare_resume_reruns_a_run_whose_summary_is_corrupted(tmp_path, summary):
+    out = tmp_path / "cmp"
+    cmp = CompareConfig.build(protocols="single,vote", reference="vote", limit=2, out=str(out))
+    first = run_compare(cmp, backend=ScriptedBackend(_solver), progress=False)
+    (out / "vote-seed0" / "summary.json").write_bytes(summary)
+    calls = []
+    backend = ScriptedBackend(lambda req, j: calls.append(req) or _solver(req, j))
+    again = run_compare(cmp, backend=backend, progress=False, resume=True)
+    assert calls and [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in first.rows]

@@ -314,6 +314,21 @@ def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
     return None
 
 
+def _usable(summary: dict[str, Any]) -> bool:
+    """A finished run's summary.json with what the comparison reads from it (a hand-edited or
+    corrupted one makes the run count as unfinished, so it runs again)."""
+    usage = summary.get("usage")
+    number = lambda x: isinstance(x, int | float) and not isinstance(x, bool)  # noqa: E731
+    return (
+        not summary.get("interrupted")
+        and isinstance(usage, dict)
+        and number(usage.get("wall_s"))
+        and isinstance(summary.get("errors"), list)
+        and all(number(summary.get(k)) for k in ("accuracy", "n", "calls_per_query"))
+        and all(number(summary.get(k)) for k in ("prompt_tokens_per_query", "completion_tokens_per_query"))
+    )
+
+
 def _match_tokens(cmp, plans, backends, out, progress, resume=False):
     """Pilot on dev items: measure tokens/query at the generations match, rescale each target
     (``resume``: a pilot run that finished with the same configuration is read back)."""
