@@ -305,7 +305,7 @@ def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
     for problem in read.problems[:5]:
         print(f"compare: {problem}", file=sys.stderr)
     episodes = [Episode.from_dict(d) for d in read.episodes]
-    if same and not summary.get("interrupted") and len(episodes) == summary.get("n") == n_items:
+    if same and _usable(summary) and len(episodes) == summary.get("n") == n_items:
         return EvalResult(run_dir, summary, sorted(episodes, key=lambda e: e.index))
     aside = run_dir.with_name(f"{run_dir.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
     reason = "a different configuration" if saved is not None and not same else "unfinished"
