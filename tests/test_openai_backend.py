@@ -355,6 +355,18 @@ def test_keys_over_http_to_loopback_and_https_are_fine(monkeypatch):
         assert OpenAIBackend(url, "m", api_key_env="WB_TEST_KEY").api_key_env == "WB_TEST_KEY", url
 
 
+def test_a_key_over_loopback_http_never_goes_through_a_proxy(server, monkeypatch):
+    monkeypatch.setenv("WB_TEST_KEY", SECRET)
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # a proxy that is not there: used, it would fail
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    b = load_backend(f"openai:{server.url('auth')}#test-model", api_key_env="WB_TEST_KEY", max_retries=0)
+    [g] = b.generate([_req("q")])
+    assert g.text == "echo q seed=None" and server.log[-1]["headers"]["Authorization"] == f"Bearer {SECRET}"
+    b.close()
+
+
 def test_redirects_are_not_followed(server, monkeypatch):
     monkeypatch.setenv("WB_TEST_KEY", SECRET)
     b = _backend(server.url("moved"), api_key_env="WB_TEST_KEY")

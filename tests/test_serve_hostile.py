@@ -391,6 +391,13 @@ def test_bad_content_lengths(served, head, status):
     _ok(served)
 
 
+def test_a_get_with_a_body_cannot_smuggle_a_second_request(served):
+    hidden = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(hidden)
+    reply = served.raw(head + hidden)
+    assert _status(reply) == 200 and reply.count(b"HTTP/1.1 ") == 1  # answered once, then closed
+
+
 def test_an_oversized_header_block_is_refused(served):
     reply = served.raw(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")
     assert _status(reply) == 431

@@ -819,6 +819,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
         path = self.path.split("?")[0].rstrip("/")
         self.server.watchdog.disarm(self.connection)
+        if (
+            self.headers.get("Transfer-Encoding") is not None
+            or (self.headers.get("Content-Length") or "0").strip() != "0"
+        ):
+            self.close_connection = True  # a GET with a body: never read it as the next request
         if not self._guard(path):
             return
         if path in ("/health", "/v1/health"):

@@ -146,6 +146,10 @@ class OpenAIBackend:
         self.api_key_env = self._key_env(api_key_env)
         self._headers = {"Content-Type": "application/json"}
         parts = urlsplit(self.base_url)
+        # $HTTP_PROXY & co. are not used for a plain-http request that carries a credential (it only
+        # ever goes to this machine): a proxy elsewhere would read the key
+        credential = bool(self.api_key_env or parts.username or parts.password)
+        self._trust_env = parts.scheme == "https" or not credential
         if (self.api_key_env or parts.username or parts.password) and parts.scheme != "https":
             if not _is_local(self.base_url):
                 what = (
@@ -190,7 +194,7 @@ class OpenAIBackend:
         Uses ``GET {base}/models``; servers without that route (404, non-JSON) pass unchecked.
         """
         try:
-            with httpx.Client(timeout=min(self.timeout_s, 15.0)) as client:
+            with httpx.Client(timeout=min(self.timeout_s, 15.0), trust_env=self._trust_env) as client:
                 resp = client.get(_route(self.base_url, "models"), headers=self._headers)
         except httpx.HTTPError as e:
             raise ModelLoadError(
@@ -271,7 +275,10 @@ class OpenAIBackend:
                         max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
                     )
                     self._client = httpx.AsyncClient(
-                        headers=self._headers, limits=limits, follow_redirects=False
+                        headers=self._headers,
+                        limits=limits,
+                        follow_redirects=False,
+                        trust_env=self._trust_env,
                     )
                     self._sem = asyncio.Semaphore(self.max_concurrency)
 
