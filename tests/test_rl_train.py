@@ -595,3 +595,15 @@ def test_cli_resume_flags_give_one_line_errors(tmp_path, capsys):
     _edit_config(run, "task", "limit", 3)
     assert main(["train", "--resume", str(run), "--allow-config-change"]) == 2
     assert "task.limit: 6 -> 3 cannot change on resume" in capsys.readouterr().err
+
+
+def test_a_new_run_with_a_bad_task_writes_nothing(tmp_path):
+    from workbench.rl.trainer import train
+    from workbench.tasks import TaskError
+
+    cfg = TrainConfig.load(
+        "maestro", [f"task.name=jsonl:{tmp_path / 'missing.jsonl'}", f"out={tmp_path / 'run'}"]
+    )
+    with pytest.raises((TaskError, ConfigError)):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()

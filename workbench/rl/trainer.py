@@ -243,9 +243,11 @@ def train(
     """Train ``cfg``'s role (or continue the run in ``resume``); returns the run folder and summary.
 
     ``allow_config_change`` (with ``resume``): apply an edited config.yaml instead of refusing it."""
+    # a new run's items load before its folder is made: a bad task or data file writes nothing
+    tasks = _task_sets(cfg) if resume is None and cfg is not None else None
     run_dir, cfg, lock, changed = _open_run(cfg, resume, runs_root, allow_config_change)
     try:
-        return _train(cfg, run_dir, resume is not None, progress, policy, changed)
+        return _train(cfg, run_dir, resume is not None, progress, policy, changed, tasks or _task_sets(cfg))
     finally:
         lock.release()
 
@@ -288,7 +290,13 @@ def _open_run(cfg, resume, runs_root, allow_config_change):
     return run_dir, cfg, lock, False
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, changed: bool):
+def _task_sets(cfg: TrainConfig) -> tuple[list, list]:
+    """The training items and the dev items of the before/after evaluation."""
+    train_tasks = load_tasks(cfg.task).tasks
+    return train_tasks, load_tasks(replace(cfg.task, split=cfg.eval.split, limit=cfg.eval.limit)).tasks
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, changed: bool, tasks):
     t = cfg.train
     _seed_everything(t.seed)
     backends = policy or load_policy(
@@ -305,8 +313,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
     total = t.warm_start + t.steps  # warm-start (SFT) steps come first, numbered 1..warm_start
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t, total))
 
-    train_tasks = load_tasks(cfg.task).tasks
-    dev_tasks = load_tasks(replace(cfg.task, split=cfg.eval.split, limit=cfg.eval.limit)).tasks
+    train_tasks, dev_tasks = tasks
     pool, eligible = {}, list(range(len(train_tasks)))
     if t.rollout == "offline" or (t.warm_start and cfg.recipe == "leader"):  # the leader's traces need it
         pool_path = Path(cfg.pool.path) if cfg.pool.path else run_dir / "pool.jsonl"
