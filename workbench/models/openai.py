@@ -75,7 +75,11 @@ def parse_openai_spec(spec: str) -> tuple[str, str]:
 
 
 def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    """The host httpx will connect to (its parser decides, so the check and the request agree)."""
+    try:
+        return httpx.URL(url).host.lower()
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return ""
 
 
 def _is_local(url: str) -> bool:
