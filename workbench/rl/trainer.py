@@ -5,6 +5,9 @@
 What a run folder holds (``runs/<time>-train-<recipe>/``)::
 
     config.yaml        the resolved TrainConfig
+    manifest.json      versions, commit, seeds, model hash, the resolved config and its sha256,
+                       config_changes applied on resume (workbench.runs.manifest)
+    .lock              the folder's claim; flocked while a process trains in it
     pool.jsonl         offline rollouts: the frozen agents' answers (reusable: pool.path)
     metrics.jsonl      one line per step: reward, reward_std, frac_reward_zero_std, kl, entropy,
                        completion_length, clip_ratio, grad_norm, lr, accuracy, format_failure_rate,
