@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +32,18 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from workbench.tasks import TaskError
 
     return ConfigError, TaskError, ModelLoadError, RunDirError
+
+
+def _check_range(flag: str, value: int, lo: int, hi: int) -> None:
+    """A numeric flag outside lo..hi is a one-line ConfigError naming the flag and the range."""
+    if not lo <= value <= hi:
+        raise ConfigError(f"{flag} must be in {lo}..{hi}, got {value}")
+
+
+def _one_line(message: object, limit: int = 2000) -> str:
+    """An error message as one line (control characters escaped), at most ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -120,9 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a workbench model over HTTP until Ctrl-C (see workbench/serve.py)."""
     from workbench.serve import serve
 
-    if args.max_batch_size < 1:
-        raise ConfigError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
-    return serve(
+    return serve(  # checks the port, host and limits (one-line errors) before the model loads
         args.model,
         host=args.host,
         port=args.port,
@@ -131,6 +142,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         served_model_name=args.served_model_name,
         verbose=args.verbose,
+        max_connections=args.max_connections,
+        max_queue=args.max_queue,
+        request_timeout_s=args.request_timeout,
+        allow_hosts=args.allow_host or (),
+        api_key=args.api_key,
     )
 
 
@@ -164,7 +180,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.set or args.out:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --set/--out")
-        result = train(resume=args.resume)
+        result = train(resume=args.resume, allow_config_change=args.allow_config_change)
+    elif args.allow_config_change:
+        raise ConfigError("--allow-config-change goes with --resume RUN_DIR")
     else:
         overrides = parse_overrides(args.set or [])
         if args.out:
@@ -187,6 +205,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     """Diversity, coverage/identification, credit and more for run folders (workbench/analysis/analyze.py)."""
     from workbench.analysis.analyze import AnalyzeOptions, analyze, summary_table
 
+    for flag, value, lo, hi in (
+        ("--replay", args.replay, 0, 100_000),
+        ("--rationale", args.rationale, 0, 100_000),
+        ("--max-exact", args.max_exact, 0, 12),  # exact Shapley visits 2**agents coalitions
+        ("--permutations", args.permutations, 1, 100_000),
+        ("--max-batch-size", args.max_batch_size, 1, 4096),
+    ):
+        _check_range(flag, value, lo, hi)
+    for run in args.runs:  # before any model loads for --replay/--rationale
+        if not (Path(run) / "episodes.jsonl").is_file():
+            raise ConfigError(
+                f"{run}: not a run folder (no episodes.jsonl); pass folders written by eval/compare"
+            )
     opts = AnalyzeOptions(
         embed=not args.no_embed,
         embed_model=args.embed_model,
@@ -215,8 +246,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block), exit status 2."""
+
+    def error(self, message: str):  # noqa: ANN201 (argparse's signature; never returns)
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench", description="Multi-agent LLM collaboration workbench")
+    p = _Parser(prog="workbench", description="Multi-agent LLM collaboration workbench")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("eval", help="run a protocol on a task and write a run folder")
@@ -292,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model", default="smollm2", help="smollm2 | org/name | local path, optionally +ADAPTER_DIR"
     )
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; no auth)")
-    s.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; ::1 for IPv6)")
+    s.add_argument("--port", default="8000", help="port 0-65535 (default: 8000; 0 picks a free one)")
     s.add_argument(
         "--max-batch-size", type=int, default=64, help="rows decoded together per forward pass (default: 64)"
     )
@@ -301,6 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     s.add_argument(
         "--served-model-name", default="", help="the name clients put in 'model' (default: the --model value)"
+    )
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (default: $WORKBENCH_SERVE_API_KEY; unset = no key)",
+    )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also accept this Host / Origin (repeatable; '*' = any); localhost and the bound host always",
+    )
+    s.add_argument("--max-connections", type=int, default=512, help="open connections at once (default: 512)")
+    s.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model (default: 256)")
+    s.add_argument(
+        "--request-timeout", type=float, default=10.0, help="seconds for a request to arrive (default: 10)"
     )
     s.add_argument("--verbose", action="store_true", help="log every HTTP request")
     s.set_defaults(func=cmd_serve)
@@ -314,13 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", default="", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
     )
+    t.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: apply an edited config.yaml (lr, steps, ...) instead of refusing it",
+    )
     _add_set(t, "e.g. train.steps=20 train.objective=grpo train.lr=5e-5 task.limit=256 eval.limit=50")
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("app", help="the viewer: live topologies and transcripts of runs (Gradio)")
     a.add_argument("--runs", default=None, help="runs root to show (default: runs/ in the checkout)")
     a.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; no auth)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; any other asks for a login token)",
     )
     a.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     a.set_defaults(func=cmd_app)
@@ -365,14 +426,26 @@ def main(argv: list[str] | None = None) -> int:
     # nothing. Restore the handler.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM (Slurm, docker stop, kill) is handled like Ctrl-C: summary written, exit 143 (128 + 15)
+    from workbench.runs import Terminated
+
+    def _on_sigterm(signum, frame):
+        raise Terminated()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal needs it
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return args.func(args)
     except _user_errors() as e:
-        print(f"workbench: error: {e}", file=sys.stderr)
+        print(f"workbench: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("workbench: interrupted; episodes written so far are kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"workbench: {what}; episodes written so far are kept", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if in_main_thread:  # main() called in-process (tests, notebooks) leaves the handler as it was
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

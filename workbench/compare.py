@@ -300,7 +300,11 @@ def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
         saved = None
     summary = read_json(run_dir / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
-    same = isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "backends"} == to_dict(cfg)
+    from workbench.redact import redact_secrets  # config.yaml is written redacted (runs.write_yaml)
+
+    same = isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "backends"} == redact_secrets(
+        to_dict(cfg)
+    )
     read = read_episodes(run_dir)
     for problem in read.problems[:5]:
         print(f"compare: {problem}", file=sys.stderr)

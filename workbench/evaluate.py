@@ -21,7 +21,7 @@ from workbench.episode import Episode
 from workbench.models.base import Backend
 from workbench.protocols import PROTOCOLS, Budget, EpisodeContext, Member, Team
 from workbench.protocols.base import member_fields, play
-from workbench.runs import RunWriter, default_root, new_run_dir, summarize
+from workbench.runs import RunWriter, Terminated, default_root, manifest, new_run_dir, summarize
 from workbench.scheduler import BatchScheduler, run_all, run_sync
 from workbench.tasks import TaskConfig, TaskSet, load_tasks
 
@@ -67,7 +67,7 @@ class ProtocolConfig:
     @classmethod
     def from_flat(cls, data: dict[str, Any]) -> ProtocolConfig:
         """Accept ``{"name": "vote", "n": 5}``: keys other than ``name`` are the protocol's options."""
-        return from_dict(cls, split_options(data, ("name",)), prefix="protocol.")
+        return from_dict(cls, split_options(data, ("name",), "protocol"), prefix="protocol.")
 
     @property
     def resolved(self):
@@ -121,7 +121,11 @@ class EvalConfig:
                 )
         object.__setattr__(self, "team", {k: to_dict(v) for k, v in members.items()})
         team = self.build_team()
-        for names in member_fields(self.protocol.resolved).values():
+        for key, names in member_fields(self.protocol.resolved).items():
+            if not names:  # an empty list would fail inside every episode (i % 0)
+                raise ConfigError(
+                    f"protocol.{key} must name at least one team member, e.g. --set protocol.{key}=default"
+                )
             for name in names:
                 team.member(name)  # raises ConfigError naming the missing member and the fix
 
@@ -311,7 +315,9 @@ def run_eval(
     RunWriter.check_free(run_dir)  # before the model loads, not after
     backends = load_models(cfg, backend)
     resolved = to_dict(cfg) | {"out": str(run_dir), "backends": {k: b.name for k, b in backends.items()}}
-    writer = RunWriter(run_dir, resolved)
+    # the folder is claimed exclusively now: a default name taken meanwhile moves on to the next one
+    writer = RunWriter(run_dir, resolved, fresh_name=not cfg.out, manifest=run_manifest(cfg, tasks))
+    run_dir = writer.dir
     episodes: list[Episode] = []
     errors: list[dict[str, str]] = []
     stats: dict[str, Any] = {}
@@ -334,8 +340,8 @@ def run_eval(
             team=cfg.build_team(),
             budget=cfg.budget,
         )
-    except KeyboardInterrupt:  # Ctrl-C: the episodes written so far get a summary, then we stop
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the episodes so far get a summary, then we stop
+        interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
     finally:
         writer.close()
     wall = time.perf_counter() - t0
@@ -349,7 +355,8 @@ def run_eval(
         model=cfg.model.name,
         seed=cfg.seed,
         planned=len(tasks.tasks),
-        interrupted=interrupted,
+        interrupted=bool(interrupted),
+        **({"stopped_by": interrupted} if interrupted else {}),
         completion_tokens_per_s=round(sum(e.usage.completion_tokens for e in episodes) / wall, 1)
         if wall
         else 0.0,
@@ -359,5 +366,14 @@ def run_eval(
     )
     writer.write_summary(summary)
     if interrupted:
-        raise KeyboardInterrupt(f"interrupted; {len(episodes)} episodes and a summary are in {run_dir}")
+        stop = Terminated if interrupted == "SIGTERM" else KeyboardInterrupt
+        raise stop(f"interrupted; {len(episodes)} episodes and a summary are in {run_dir}")
     return EvalResult(run_dir, summary, episodes)
+
+
+def run_manifest(cfg: EvalConfig, tasks: TaskSet) -> dict[str, Any]:
+    """manifest.json of an eval run (workbench.runs.manifest): versions, commit, seeds, model hashes."""
+    code = any(t.verifier == "code" for t in tasks.tasks)
+    seeds = {"seed": cfg.seed, "task_seed": cfg.task.seed}
+    models = {name: mc.name for name, mc in cfg.model_configs().items()}
+    return manifest("eval", seeds, models, code_tasks=code)

@@ -84,11 +84,15 @@ def atomic_write(path: str | Path, text: str | bytes) -> None:
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    atomic_write(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+    from workbench.redact import redact_secrets  # no user:pass@ or query secrets in any run file
+
+    atomic_write(path, json.dumps(redact_secrets(obj), indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
 def write_yaml(path: str | Path, obj: Any) -> None:
-    atomic_write(path, yaml.safe_dump(obj, sort_keys=False))
+    from workbench.redact import redact_secrets
+
+    atomic_write(path, yaml.safe_dump(redact_secrets(obj), sort_keys=False))
 
 
 # ---------------------------------------------------------------- append-only logs
