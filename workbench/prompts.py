@@ -7,6 +7,8 @@ verifier kind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # The user turn for a question, by verifier kind. SmolLM2-135M is very sensitive to this wording;
 # measured greedy on 128 arithmetic *dev* items (1-digit +/-), never on test (docs/foundation.md):
 #   "{q}\nEnd your reply with a line of the form 'Answer: <number>'."            49%, 14 format failures
@@ -49,6 +51,39 @@ def shared_text(text: str, extracted: str | None, share: str) -> str:
     if share == "full":
         return text
     return f"Answer: {extracted}" if extracted is not None else "(no answer)"
+
+
+# ---- the synthesising roles' episode state: one prompt builder per role reads it ----
+# Maestro's central agent (maestro.central_turns), the leader (leader.leader_turns) and the MoA
+# aggregator (moa.aggregator_turns) each have ONE builder, registered with their protocol
+# (``PROTOCOLS[name].synthesiser``). The protocol, the RL rollouts and the counterfactual replay
+# all call it, so the policy is trained on, and replayed with, the prompt evaluation sends.
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One candidate / peer message as a synthesiser may be shown it: its text and its answer."""
+
+    text: str
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class SynthState:
+    """What a synthesiser's prompt is built from, at one point of an episode."""
+
+    question: str  # task.prompt
+    verifier: str  # task.verifier (the answer-format line)
+    shown: tuple[Shown, ...]  # the slate / peers' messages / last proposer layer, in order
+    round: int = 0  # the protocol's round of this synthesis
+    system: str | None = None  # the member's system prompt as the team resolves it (persona included)
+    previous: str | None = None  # the solo leader's own previous response (None in its first round)
+
+
+def chat_messages(system: str | None, turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The chat an agent receives: its system prompt (when it has one), then the turns. The one
+    place a system prompt is put in front (EpisodeContext.ask and the synthesiser builders use it)."""
+    return ([{"role": "system", "content": system}] if system else []) + list(turns)
 
 
 # ---- reflect: answer, then k rounds of self-critique and revision (Madaan et al. 2023) ----

@@ -35,15 +35,8 @@ from workbench.analysis.credit import (
 from workbench.analysis.pools import Candidate, Judge, Round, rounds
 from workbench.config import ConfigError
 from workbench.models.base import Backend, Request
-from workbench.prompts import (
-    LEADER_SYNTHESISE,
-    MAESTRO_GENERATE,
-    MAESTRO_SELECT,
-    MOA_AGGREGATE,
-    numbered,
-    question_prompt,
-    shared_text,
-)
+from workbench.prompts import Shown, SynthState
+from workbench.protocols import PROTOCOLS
 from workbench.protocols.base import Member, Team, derive_seed
 from workbench.tasks.base import Task
 
@@ -81,48 +74,20 @@ class ReplaySetup:
 
     def synth_agent(self):
         """The synthesising Agent exactly as the protocol builds it (config, member overrides, sampling)."""
-        cfg = self.cfg
-        if self.protocol in ("maestro", "maestro_gen"):
-            if cfg.central_samples != 1:
-                raise ConfigError("replay of Central-Gen+SC (protocol.central_samples > 1) is not supported")
-            ccfg = replace(
-                cfg, temperature=cfg.central_temperature, top_p=1.0, max_tokens=cfg.central_max_tokens
-            )
-            role = "central" if cfg.central == "select" else "central-gen"
-            return self.team.agent(cfg.central_member, "central", role, ccfg)
-        if self.protocol == "leader":
-            lcfg = replace(
-                cfg, temperature=cfg.leader_temperature, top_p=1.0, max_tokens=cfg.leader_max_tokens
-            )
-            return self.team.agent(cfg.leader_member, "leader", "leader", lcfg)
-        acfg = replace(cfg, temperature=cfg.aggregator_temperature, top_p=1.0)
-        return self.team.agent(cfg.aggregator_member, "aggregator", "aggregator", acfg)
+        if self.protocol in ("maestro", "maestro_gen") and self.cfg.central_samples != 1:
+            raise ConfigError("replay of Central-Gen+SC (protocol.central_samples > 1) is not supported")
+        return PROTOCOLS[self.protocol].synthesiser.agent(self.team, self.cfg)
 
 
 def synth_request(
     setup: ReplaySetup, task: Task, pool: list[Candidate], key: str = ""
 ) -> tuple[str, Request]:
-    """(backend name, request) the synthesiser receives for ``pool`` (the protocol's own prompt)."""
-    cfg = setup.cfg
-    if setup.protocol in ("maestro", "maestro_gen"):
-        listing = numbered([c.text for c in pool], "Candidate")
-        if cfg.central == "select":
-            prompt = MAESTRO_SELECT.format(question=task.prompt, m=len(pool), slate=listing)
-        else:
-            qp = question_prompt(task.prompt, task.verifier)
-            prompt = MAESTRO_GENERATE.format(m=len(pool), slate=listing, question_prompt=qp)
-    elif setup.protocol == "leader":
-        answers = numbered([shared_text(c.text, c.answer, cfg.share) for c in pool])
-        prompt = LEADER_SYNTHESISE.format(answers=answers, question=task.prompt)
-    else:
-        qp = question_prompt(task.prompt, task.verifier)
-        prompt = MOA_AGGREGATE.format(
-            responses=numbered([c.text for c in pool], "Response"), question_prompt=qp
-        )
+    """(backend name, request) the synthesiser receives for ``pool``: the protocol's own prompt
+    builder (``PROTOCOLS[protocol].synthesiser``) on the pool, with the member's system prompt."""
     agent = setup.synth_agent()
-    messages = ([{"role": "system", "content": agent.system}] if agent.system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    shown = tuple(Shown(c.text, c.answer) for c in pool)
+    state = SynthState(task.prompt, task.verifier, shown, system=agent.system)
+    messages = PROTOCOLS[setup.protocol].synthesiser.messages(state, setup.cfg)
     sampling = agent.sampling
     if sampling.temperature > 0 and sampling.seed is None:
         sampling = replace(sampling, seed=derive_seed("replay", task.id, key))

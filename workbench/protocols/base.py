@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from workbench.config import ConfigError
 from workbench.episode import Episode, Message, Usage
 from workbench.models.base import Generation, Request, SamplingParams
+from workbench.prompts import chat_messages
 from workbench.scheduler import BatchScheduler
 from workbench.tasks import Task
 from workbench.tasks.verify import safe_check, safe_extract, start_episode_budget
@@ -251,9 +252,7 @@ class EpisodeContext:
             for src in call.informed_by:  # a message already sent to this node is its edge
                 if (src, call.node) not in linked:
                     self.add_edge(src, call.node, call.round)
-            messages = (
-                [{"role": "system", "content": call.agent.system}] if call.agent.system else []
-            ) + list(call.messages)
+            messages = chat_messages(call.agent.system, call.messages)
             sampling = call.agent.sampling
             if sampling.temperature > 0 and sampling.seed is None:
                 sampling = replace(sampling, seed=derive_seed(self.seed, self.task.id, self._ncalls))

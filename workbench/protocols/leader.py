@@ -27,12 +27,14 @@ from workbench.prompts import (
     LEADER_SOLO_REVISE,
     LEADER_SYNTHESISE,
     PEER_REVISE,
+    Shown,
+    SynthState,
     numbered,
     question_messages,
     question_prompt,
     shared_text,
 )
-from workbench.protocols.base import ANSWER_NODE, Call, EpisodeContext, Team
+from workbench.protocols.base import ANSWER_NODE, Agent, Call, EpisodeContext, Team
 from workbench.tasks import Task
 
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
@@ -74,10 +76,29 @@ def leader_answer(text: str, task: Task, strict: bool) -> tuple[str | None, bool
     return (None if strict else task.extract(text)), False
 
 
+# ---- the leader's prompt: the one builder the protocol, the rollouts and the replay use ----
+def leader_agent(team: Team, cfg: LeaderConfig) -> Agent:
+    """The leader as ``cfg`` and the team make it: greedy by default, its member's persona."""
+    lcfg = replace(cfg, temperature=cfg.leader_temperature, top_p=1.0, max_tokens=cfg.leader_max_tokens)
+    return team.agent(cfg.leader_member, "leader", "leader", lcfg)
+
+
+def leader_turns(state: SynthState, cfg: LeaderConfig) -> list[dict[str, str]]:
+    """The leader's user turn: LEADER_SYNTHESISE over the peers' messages (whole, or only their
+    answers with ``share="answer"``); solo: LEADER_SOLO, then LEADER_SOLO_REVISE of ``previous``."""
+    if not cfg.solo:
+        answers = numbered([shared_text(c.text, c.answer, cfg.share) for c in state.shown])
+        text = LEADER_SYNTHESISE.format(answers=answers, question=state.question)
+    elif state.previous is None:
+        text = LEADER_SOLO.format(question=state.question)
+    else:
+        text = LEADER_SOLO_REVISE.format(previous=state.previous.strip(), question=state.question)
+    return [{"role": "user", "content": text}]
+
+
 async def run(task: Task, team: Team, cfg: LeaderConfig, ctx: EpisodeContext) -> None:
     qp = question_prompt(task.prompt, task.verifier)
-    lcfg = replace(cfg, temperature=cfg.leader_temperature, top_p=1.0, max_tokens=cfg.leader_max_tokens)
-    leader = team.agent(cfg.leader_member, "leader", "leader", lcfg)
+    leader = leader_agent(team, cfg)
     peers = (
         []
         if cfg.solo
@@ -115,18 +136,19 @@ async def run(task: Task, team: Team, cfg: LeaderConfig, ctx: EpisodeContext) ->
             else (tuple(f"peer-{i}@{t + 1}" for i in range(len(peers))) or (f"leader@{t + 1}",))
         )
         if peers:
-            answers = numbered([shared_text(m.content, m.extracted, cfg.share) for m in prev_peers])
-            prompt = LEADER_SYNTHESISE.format(answers=answers, question=task.prompt)
             informed = tuple(m.sender for m in prev_peers)
-        elif prev_lead is None:
-            prompt, informed = LEADER_SOLO.format(question=task.prompt), ("task",)
         else:
-            prompt, informed = (
-                LEADER_SOLO_REVISE.format(previous=prev_lead.content.strip(), question=task.prompt),
-                (f"leader@{t - 1}",),
-            )
+            informed = ("task",) if prev_lead is None else (f"leader@{t - 1}",)
+        state = SynthState(
+            task.prompt,
+            task.verifier,
+            tuple(Shown(m.content, m.extracted) for m in prev_peers) if peers else (),
+            t,
+            leader.system,
+            prev_lead.content if prev_lead is not None and not peers else None,
+        )
         (prev_lead,) = await ctx.ask(
-            [Call(leader, [{"role": "user", "content": prompt}], f"leader@{t}", receivers, t, informed)]
+            [Call(leader, leader_turns(state, cfg), f"leader@{t}", receivers, t, informed)]
         )
         prev_lead.extracted, ok = leader_answer(prev_lead.content, task, cfg.strict_format)
         tagged.append(ok)

@@ -35,11 +35,13 @@ from workbench.prompts import (
     MAESTRO_EXPLORE_ENDORSED,
     MAESTRO_GENERATE,
     MAESTRO_SELECT,
+    Shown,
+    SynthState,
     numbered,
     question_messages,
     question_prompt,
 )
-from workbench.protocols.base import ANSWER_NODE, Call, EpisodeContext, Team, derive_seed
+from workbench.protocols.base import ANSWER_NODE, Agent, Call, EpisodeContext, Team, derive_seed
 from workbench.protocols.vote import majority
 from workbench.tasks import Task
 
@@ -121,6 +123,26 @@ def parse_choice(text: str, m: int) -> tuple[int | None, str]:
     return None, "failed"
 
 
+# ---- the central agent's prompt: the one builder the protocol, the rollouts and the replay use ----
+def central_agent(team: Team, cfg: MaestroConfig) -> Agent:
+    """The central agent as ``cfg`` and the team make it: greedy by default, its member's persona."""
+    ccfg = replace(cfg, temperature=cfg.central_temperature, top_p=1.0, max_tokens=cfg.central_max_tokens)
+    role = "central" if cfg.central == "select" else "central-gen"
+    return team.agent(cfg.central_member, "central", role, ccfg)
+
+
+def central_turns(state: SynthState, cfg: MaestroConfig) -> list[dict[str, str]]:
+    """The central agent's user turn for a slate: MAESTRO_SELECT (pick one) or, for Central-Gen,
+    MAESTRO_GENERATE (write your own answer). Candidates are shown whole, numbered from 1."""
+    m, slate = len(state.shown), numbered([c.text for c in state.shown], "Candidate")
+    if cfg.central == "select":
+        text = MAESTRO_SELECT.format(question=state.question, m=m, slate=slate)
+    else:
+        qp = question_prompt(state.question, state.verifier)
+        text = MAESTRO_GENERATE.format(m=m, slate=slate, question_prompt=qp)
+    return [{"role": "user", "content": text}]
+
+
 def explorer_node(i: int, k: int, r: int, samples: int) -> str:
     return f"explorer-{i}.{k}@{r}" if samples > 1 else f"explorer-{i}@{r}"
 
@@ -128,10 +150,7 @@ def explorer_node(i: int, k: int, r: int, samples: int) -> str:
 async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -> None:
     qp = question_prompt(task.prompt, task.verifier)
     rng = random.Random(derive_seed(ctx.seed, task.id, "epsilon"))
-    central_cfg = replace(
-        cfg, temperature=cfg.central_temperature, top_p=1.0, max_tokens=cfg.central_max_tokens
-    )
-    central_role = "central" if cfg.central == "select" else "central-gen"
+    central = central_agent(team, cfg)
     endorsed = None  # the endorsed candidate's message
     failures, slates = 0, []
     for r in range(1, cfg.rounds + 1):
@@ -159,7 +178,6 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
         answers = [c.extracted for c in slate]
         correct = [a is not None and task.is_correct(a) for a in answers]
         # ---- converge ----
-        listing = numbered([c.content for c in slate], "Candidate")
         last = r == cfg.rounds
         receivers = (
             (ANSWER_NODE,)
@@ -171,12 +189,12 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
             )
         )
         informed = tuple(c.sender for c in slate)
-        central = team.agent(cfg.central_member, "central", central_role, central_cfg)
+        state = SynthState(
+            task.prompt, task.verifier, tuple(Shown(c.content, c.extracted) for c in slate), r, central.system
+        )
+        turns = central_turns(state, cfg)
         if cfg.central == "select":
-            prompt = MAESTRO_SELECT.format(question=task.prompt, m=m, slate=listing)
-            (decision,) = await ctx.ask(
-                [Call(central, [{"role": "user", "content": prompt}], f"central@{r}", receivers, r, informed)]
-            )
+            (decision,) = await ctx.ask([Call(central, turns, f"central@{r}", receivers, r, informed)])
             pick, parse = parse_choice(decision.content, m)
             decision.extracted = slate[pick].extracted if pick is not None else None
             if pick is None:
@@ -185,12 +203,11 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
                 endorsed = slate[pick]
             pick_correct = correct[pick] if pick is not None else None
         else:
-            prompt = MAESTRO_GENERATE.format(m=m, slate=listing, question_prompt=qp)
             outs = await ctx.ask(
                 [
                     Call(
                         central,
-                        [{"role": "user", "content": prompt}],
+                        turns,
                         f"central@{r}" if j == 0 else f"central-{j}@{r}",
                         receivers,
                         r,

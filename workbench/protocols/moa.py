@@ -10,12 +10,12 @@ majority of the last proposer layer (recorded as a fallback in meta).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from workbench.config import ConfigError
 from workbench.models.base import SamplingParams
-from workbench.prompts import MOA_AGGREGATE, numbered, question_messages, question_prompt
-from workbench.protocols.base import Call, EpisodeContext, Team
+from workbench.prompts import MOA_AGGREGATE, Shown, SynthState, numbered, question_messages, question_prompt
+from workbench.protocols.base import Agent, Call, EpisodeContext, Team
 from workbench.protocols.vote import majority
 from workbench.tasks import Task
 
@@ -42,8 +42,21 @@ def node(i: int, layer: int) -> str:
     return f"proposer-{i}@{layer}"
 
 
+# ---- the aggregator's prompt: the one builder the protocol and the replay use ----
+def aggregator_agent(team: Team, cfg: MoaConfig) -> Agent:
+    """The aggregator as ``cfg`` and the team make it: greedy by default, its member's persona."""
+    return team.agent(cfg.aggregator_member, "aggregator", "aggregator", _greedy(cfg))
+
+
+def aggregator_turns(state: SynthState, cfg: MoaConfig) -> list[dict[str, str]]:
+    """MOA_AGGREGATE over the last layer's responses, shown whole (later proposer layers read the
+    previous layer through the same builder)."""
+    responses = numbered([c.text for c in state.shown], "Response")
+    qp = question_prompt(state.question, state.verifier)
+    return [{"role": "user", "content": MOA_AGGREGATE.format(responses=responses, question_prompt=qp)}]
+
+
 async def run(task: Task, team: Team, cfg: MoaConfig, ctx: EpisodeContext) -> None:
-    qp = question_prompt(task.prompt, task.verifier)
     prev: list = []
     for layer, size in enumerate(cfg.layers, start=1):
         nxt = (
@@ -60,21 +73,22 @@ async def run(task: Task, team: Team, cfg: MoaConfig, ctx: EpisodeContext) -> No
                 messages = question_messages(task.prompt, task.verifier)
                 informed = ("task",)
             else:
-                responses = numbered([m.content for m in prev], "Response")
-                messages = [
-                    {"role": "user", "content": MOA_AGGREGATE.format(responses=responses, question_prompt=qp)}
-                ]
+                state = SynthState(
+                    task.prompt, task.verifier, tuple(Shown(m.content, m.extracted) for m in prev)
+                )
+                messages = aggregator_turns(replace(state, round=layer, system=agent.system), cfg)
                 informed = tuple(node(j, layer - 1) for j in range(len(prev)))
             calls.append(Call(agent, messages, node(i, layer), nxt, layer, informed))
         prev = await ctx.ask(calls)
         ctx.propose(majority([m.extracted for m in prev])[0])
-    aggregator = team.agent(cfg.aggregator_member, "aggregator", "aggregator", _greedy(cfg))
-    text = MOA_AGGREGATE.format(responses=numbered([m.content for m in prev], "Response"), question_prompt=qp)
+    aggregator = aggregator_agent(team, cfg)
+    shown = tuple(Shown(m.content, m.extracted) for m in prev)
+    state = SynthState(task.prompt, task.verifier, shown, len(cfg.layers) + 1, aggregator.system)
     (final,) = await ctx.ask(
         [
             Call(
                 aggregator,
-                [{"role": "user", "content": text}],
+                aggregator_turns(state, cfg),
                 "aggregator",
                 round=len(cfg.layers) + 1,
                 informed_by=tuple(node(j, len(cfg.layers)) for j in range(len(prev))),
@@ -88,8 +102,6 @@ async def run(task: Task, team: Team, cfg: MoaConfig, ctx: EpisodeContext) -> No
 
 
 def _greedy(cfg: MoaConfig):
-    from dataclasses import replace
-
     return replace(cfg, temperature=cfg.aggregator_temperature, top_p=1.0)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.models.base import Generation, Request, SamplingParams
-from workbench.prompts import LEADER_SYNTHESISE, MAESTRO_SELECT, numbered, question_messages, shared_text
-from workbench.protocols import EpisodeContext, Member, Team
+from workbench.prompts import Shown, SynthState, question_messages
+from workbench.protocols import PROTOCOLS, EpisodeContext, Member, Team
 from workbench.protocols.base import ANSWER_NODE, TASK_NODE, derive_seed
 from workbench.protocols.leader import leader_answer
 from workbench.protocols.maestro import parse_choice
@@ -199,19 +199,21 @@ def shown_count(recipe: str, protocol_cfg) -> int:
 
 
 def offline_messages(
-    recipe: str, task: Task, slate: list[dict[str, Any]], protocol_cfg
+    recipe: str,
+    task: Task,
+    slate: list[dict[str, Any]],
+    protocol_cfg,
+    team: Team | None = None,
+    round: int = 0,
 ) -> list[dict[str, str]]:
-    """The trained role's chat for one question and the pooled answers it is shown, worded exactly
-    as the protocol words it (MAESTRO_SELECT for the central agent, LEADER_SYNTHESISE for the leader)."""
-    if recipe == "maestro":
-        text = MAESTRO_SELECT.format(
-            question=task.prompt, m=len(slate), slate=numbered([a["text"] for a in slate], "Candidate")
-        )
-    else:
-        listing = numbered([shared_text(a["text"], a["extracted"], protocol_cfg.share) for a in slate])
-        text = LEADER_SYNTHESISE.format(answers=listing, question=task.prompt)
-    system = getattr(protocol_cfg, "system", "") or None
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    """The trained role's chat for one question and the pooled answers it is shown: the protocol's
+    own prompt builder (``PROTOCOLS[recipe].synthesiser``: maestro.central_turns for the central
+    agent, leader.leader_turns for the leader), with the system prompt the protocol would give the
+    role's member of ``team`` (default: the base team, i.e. the protocol's ``system``)."""
+    synth = PROTOCOLS[recipe].synthesiser
+    agent = synth.agent(team or Team(), protocol_cfg)
+    shown = tuple(Shown(a["text"], a["extracted"]) for a in slate)
+    return synth.messages(SynthState(task.prompt, task.verifier, shown, round, agent.system), protocol_cfg)
 
 
 def draw_shown(
