@@ -35,3 +35,29 @@ def smollm2_fp32():
     from workbench.models import load_backend
 
     return load_backend("smollm2", dtype="fp32")
+
+
+def child_pids() -> set[int]:
+    """The pids whose parent is this process (zombies included), read from /proc/*/stat.
+
+    Tests that check "no child of ours is left" compare this with the set taken before the code
+    under test ran: other parts of the suite legitimately keep children (math-verify's helper).
+    """
+    me, pids = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        if len(fields) > 1 and int(fields[1]) == me:
+            pids.add(int(entry))
+    return pids
+
+
+@pytest.fixture
+def children_before() -> set[int]:
+    return child_pids()

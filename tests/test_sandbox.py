@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import child_pids
 
 from workbench.tasks import sandbox
 from workbench.tasks.sandbox import (
@@ -32,6 +33,16 @@ ROUTES = [
     pytest.param(m, marks=pytest.mark.skipif(_probe(m) is not None, reason=f"{m}: {_probe(m)}"))
     for m in ("bwrap", "unshare")
 ]
+
+
+_CHILDREN_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before():
+    """The suite's own long-lived children (math-verify's helper), so that only new ones count."""
+    global _CHILDREN_BEFORE
+    _CHILDREN_BEFORE = child_pids()
 
 
 @pytest.fixture
@@ -60,8 +71,7 @@ def assert_unharmed(home: Path, root: Path, cwd: str) -> None:
     assert sorted(home.iterdir()) == [home / "canary.txt"]
     assert os.getcwd() == cwd
     assert list(root.iterdir()) == []  # the parent's (already deleted) files are gone
-    with pytest.raises(ChildProcessError):  # no child process of ours is left (not even a zombie)
-        os.waitpid(-1, os.WNOHANG)
+    assert child_pids() <= _CHILDREN_BEFORE, "a sandbox process outlived its run"  # zombies count too
 
 
 def destructive_programs(home: Path, outside: Path) -> dict[str, str]:
