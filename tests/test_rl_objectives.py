@@ -16,6 +16,7 @@ from workbench.rl.objectives import (
     length_normalised_logprob,
     plackett_luce_loss,
     policy_loss,
+    sft_loss,
 )
 
 LN2 = math.log(2)
@@ -290,10 +291,45 @@ def test_clpo_kl_on_rationales_and_breslow_tie_rule():
     assert out_b.stats["rank"] == pytest.approx(expected, abs=1e-6)
 
 
+def test_clpo_format_failure_has_decision_reward_0():
+    """chosen = -1 (no well-formed decision): r = 0 for the decision term, A = -mean r of the slate."""
+    x = _clpo_inputs()
+    out = clpo_loss(**{**x, "chosen": torch.tensor([-1, -1])}, w_rank=0.0, beta=0.0, w_ent=0.0)
+    # slate 0: A = 0 - 1/3; slate 1: A = 0 - 1. Each decision token costs -A: L_dec = (1/3 + 1) / 2 = 2/3
+    assert out.stats["dec"] == pytest.approx(2 / 3, abs=1e-6)
+    assert out.stats["adv_dec_mean"] == pytest.approx(-2 / 3, abs=1e-6)
+    out.loss.backward()
+    # d L / d logp = -A / (2 tokens · 2 episodes): a failure is pushed down
+    torch.testing.assert_close(x["dec_logp"].grad, torch.tensor([[1 / 12, 1 / 12], [0.25, 0.25]]))
+
+
+def test_clpo_entropy_term_carries_the_entropy_gradient():
+    x = _clpo_inputs()
+    entropy = torch.tensor([[0.5, 1.5], [2.0, 9.0]], requires_grad=True)
+    out = clpo_loss(**x, entropy=entropy, w_dec=0.0, w_rank=0.0, beta=0.0, w_ent=0.4)
+    out.loss.backward()
+    torch.testing.assert_close(entropy.grad, torch.full((2, 2), -0.1))  # -w_ent / 4 tokens
+
+
+def test_sft_loss_by_hand():
+    logp = torch.tensor([[-1.0, -2.0, -5.0], [-0.5, -7.0, -7.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    out = sft_loss(logp, mask)
+    assert out.loss.item() == pytest.approx((1 + 2 + 0.5) / 3, abs=1e-6)  # one mean over counted tokens
+    out.loss.backward()
+    torch.testing.assert_close(logp.grad, -mask / 3.0)
+    with pytest.raises(ValueError, match="mask"):
+        sft_loss(logp, mask[:, :2])
+    with pytest.raises(ValueError, match="B = 0"):
+        sft_loss(torch.zeros(0, 3), torch.zeros(0, 3))
+
+
 def test_clpo_rejects_bad_input():
     x = _clpo_inputs()
     with pytest.raises(ValueError, match="chosen"):
         clpo_loss(**{**x, "chosen": torch.tensor([0, 3])}, beta=0.0)
+    with pytest.raises(ValueError, match="chosen"):
+        clpo_loss(**{**x, "chosen": torch.tensor([0, -2])}, beta=0.0)
     with pytest.raises(ValueError, match="rationale_logp"):
         clpo_loss(**{**x, "rationale_logp": x["rationale_logp"][:, :2]}, beta=0.0)
     with pytest.raises(ValueError, match="slate_rewards"):

@@ -300,6 +300,22 @@ def dr_grpo(
     )
 
 
+def sft_loss(logp: Tensor, mask: Tensor) -> LossOutput:
+    """Supervised fine-tuning: the mean negative log-likelihood of the counted tokens, (B, T) -> scalar:
+
+        L = −Σ_bt logp_bt · M_bt / Σ_bt M_bt
+
+    (one token mean over the micro-batch, as TRL's ``SFTTrainer`` computes its cross-entropy). The trainer
+    uses it for ``objective=sft`` (the central agent on its right picks) and for the warm-start stage.
+    """
+    _check_ndim("logp", logp, 2, "(B, T): log-probs of the target completion tokens")
+    if logp.shape[0] == 0:
+        raise ValueError("logp holds no sequences (B = 0); call the loss on a non-empty micro-batch")
+    _check_shape("mask", mask, tuple(logp.shape), "the shape of logp, (B, T)")
+    loss = -_masked_mean(logp, mask.to(logp.dtype))
+    return LossOutput(loss=loss, stats={"loss": float(loss.detach()), "kl": 0.0, "clip_ratio": 0.0})
+
+
 # ---------------------------------------------------------------------------------------------- ranking
 
 
@@ -379,14 +395,17 @@ def clpo_loss(
     - L_dec: clipped policy gradient on the decision tokens (the ``<choice>k</choice>`` span, ``dec_mask``)
       with the slate-mean advantage A_b = r_b(chosen_b) − (1/m) Σ_k r_b(k); per-episode token mean, then the
       mean over the B episodes (as ``policy_loss(loss_type="grpo")``). ``dec_old_logp=None``: on-policy.
+      ``chosen_b = -1`` is a format failure (no well-formed decision): its decision reward is 0, so
+      A_b = −(1/m) Σ_k r_b(k) (the malformed output is pushed down when the slate held a right answer).
     - L_rank: ℓ_bk = ``length_normalised_logprob`` of the justification generated conditioned on endorsing
       candidate k (current policy, differentiable), L_rank = (1/B) Σ_b ``plackett_luce_loss(ℓ_b, r_b, ties)``.
       A slate whose rewards are all equal orders nothing: it contributes 0 (and still counts in the 1/B).
-    - KL: mean k3 against the reference over the tokens ``ref_logp`` covers. ``ref_logp`` is (B, T), paired
+    - KL: mean k3 against the reference over the tokens ``ref_logp`` covers, independent of ``w_dec``. ``ref_logp`` is (B, T), paired
       with ``dec_logp`` (for example the whole sampled output, with ``ref_mask`` marking it; default
       ``dec_mask``), or (B, m, T2), paired with ``rationale_logp`` (default mask ``rationale_mask``).
     - H: mean of the given per-token entropy (any shape; ``entropy_mask`` of the same shape, default all
-      counted). The loop passes an estimate; ``None`` gives H = 0.
+      counted). It must carry gradient for −w_ent·H to move the policy (``completion_logprobs(...,
+      entropy_grad=True)``); ``None`` gives H = 0.
 
     Default weights (the paper's are not public; sweep them): w_dec = 1 (the reference scale); w_rank = 1,
     since at initialisation both terms move each token's log-prob by O(1/length) per episode; β = 0.04, the
@@ -409,8 +428,11 @@ def clpo_loss(
     _check_shape("chosen", chosen, (batch,), "(B,): the endorsed candidate index per episode")
     if chosen.dtype.is_floating_point or chosen.dtype == torch.bool:
         raise ValueError(f"chosen must be an integer tensor of candidate indices, got dtype {chosen.dtype}")
-    if int(chosen.min()) < 0 or int(chosen.max()) >= m:
-        raise ValueError(f"chosen must hold indices in [0, {m}) (m = slate size), got {chosen.tolist()}")
+    if int(chosen.min()) < -1 or int(chosen.max()) >= m:
+        raise ValueError(
+            f"chosen must hold indices in [0, {m}) (m = slate size) or -1 (no valid decision), "
+            f"got {chosen.tolist()}"
+        )
     _check_ndim("rationale_logp", rationale_logp, 3, "(B, m, T2): justification log-probs per candidate")
     if tuple(rationale_logp.shape[:2]) != (batch, m):
         raise ValueError(
@@ -425,7 +447,9 @@ def clpo_loss(
 
     # ---- decision term ----
     rewards = slate_rewards.detach().to(dec_logp.dtype)  # (B, m)
-    adv = rewards.gather(1, chosen.long().unsqueeze(1)).squeeze(1) - rewards.mean(1)  # (B,)
+    valid = chosen >= 0  # (B,): -1 marks a format failure, whose decision reward is 0
+    picked = rewards.gather(1, chosen.long().clamp(min=0).unsqueeze(1)).squeeze(1)  # (B,)
+    adv = torch.where(valid, picked, torch.zeros_like(picked)) - rewards.mean(1)  # (B,)
     old = dec_logp.detach() if dec_old_logp is None else dec_old_logp
     _check_shape("dec_old_logp", old, tuple(dec_logp.shape), "the shape of dec_logp, (B, T)")
     dmask = dec_mask.to(dec_logp.dtype)
