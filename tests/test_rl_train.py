@@ -62,6 +62,16 @@ def test_built_in_recipes_load_and_validate():
         ("leader", ["train.warm_start=-1"], "warm_start must be >= 0"),
         ("leader", ["train.steps=0"], "or 0 with train.warm_start > 0"),
         ("maestro", ["colour=red"], "unknown top-level key"),
+        ("maestro", ["train.rationale_tokens=0"], "rationale_tokens must be >= 1"),
+        ("maestro", ["train.rationale_tokens=-5"], "rationale_tokens must be >= 1"),
+        ("maestro", ["train.ties=random"], "train.ties must be one of exclude, breslow, index"),
+        ("maestro", ["train.w_ent=-0.1"], "train.w_ent must be >= 0"),
+        ("maestro", ["train.w_dec=-1"], "train.w_dec must be >= 0"),
+        (
+            "maestro",
+            ["train.w_dec=0", "train.w_rank=0", "train.beta=0", "train.w_ent=0"],
+            "empty loss; set at least one of them > 0",
+        ),
     ],
 )
 def test_recipe_errors_name_the_key(recipe, overrides, message):
@@ -607,3 +617,85 @@ def test_a_new_run_with_a_bad_task_writes_nothing(tmp_path):
     with pytest.raises((TaskError, ConfigError)):
         train(cfg, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- strict decisions (training) vs lenient (evaluation)
+def test_clpo_weights_may_be_zero_one_at_a_time_and_rationale_length_is_read():
+    cfg = TrainConfig.load("maestro", ["train.w_dec=0", "train.rationale_tokens=12", "train.ties=breslow"])
+    assert (cfg.train.w_dec, cfg.train.rationale_tokens, cfg.train.ties) == (0.0, 12, "breslow")
+    # an all-zero CLPO weight set is only refused for CLPO
+    TrainConfig.load("maestro", ["train.objective=grpo", "train.w_dec=0", "train.w_rank=0"])
+
+
+@pytest.mark.parametrize(
+    "text, strict, lenient",
+    [
+        ("<choice>2</choice><why>x</why>", (1, "strict"), (1, "strict")),
+        ("<choice> candidate 3 </choice>", (2, "strict"), (2, "strict")),
+        ("the answer is 2", (None, "failed"), (1, "lenient")),
+        ("Candidate 1. <choice>1", (None, "failed"), (0, "lenient")),  # never closed
+        ("<choice>1</choice> or <choice>3</choice>", (None, "failed"), (0, "lenient")),  # two picks
+        ("<choice>1</choice> <choice>1</choice>", (0, "strict"), (0, "strict")),  # the same pick twice
+        ("<choice>4</choice> 2", (None, "failed"), (1, "lenient")),  # out of range, then a number
+        ("<CHOICE>2</CHOICE>", (1, "strict"), (1, "strict")),
+        ("nothing here", (None, "failed"), (None, "failed")),
+    ],
+)
+def test_parse_choice_strict_and_lenient(text, strict, lenient):
+    from workbench.protocols.maestro import parse_choice
+
+    assert parse_choice(text, 3, lenient=False) == strict
+    assert parse_choice(text, 3) == lenient
+
+
+def test_strict_reading_is_the_lenient_one_restricted_to_well_formed_decisions():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from workbench.protocols.maestro import parse_choice
+
+    pieces = st.sampled_from(
+        ["<choice>", "</choice>", "<CHOICE>", "candidate", " ", "2", "7", "0", "x", "\n"]
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(pieces, max_size=12).map("".join), st.integers(1, 8))
+    def check(text, m):
+        strict, lenient = parse_choice(text, m, lenient=False), parse_choice(text, m)
+        assert strict[1] in ("strict", "failed") and lenient[1] in ("strict", "lenient", "failed")
+        if strict[0] is not None:
+            assert lenient == strict and 0 <= strict[0] < m and "</choice>" in text.lower()
+        else:
+            assert lenient[1] != "strict"
+        if "<choice" not in text.lower():
+            assert strict == (None, "failed")
+
+    check()
+
+
+@pytest.mark.parametrize("lenient", [True, False])
+def test_maestro_counts_lenient_decisions_and_strict_mode_fails_them(lenient):
+    """Evaluation keeps the lenient reading (the default) and counts it in meta.lenient_decisions; with
+    lenient=false (training's reading) "Candidate 2 is right" is a failed decision."""
+    import re
+
+    from workbench.evaluate import ProtocolConfig, run_episodes
+    from workbench.models.scripted import ScriptedBackend
+    from workbench.tasks import TaskConfig, load_tasks
+
+    def reply(req, j):
+        text = req.messages[-1]["content"]
+        if "<choice>NUMBER</choice>" in text:
+            return "Candidate 2 is right."
+        return f"Answer: {eval(re.findall(r'What is (.+?)[?]', text)[-1])}"
+
+    tasks = load_tasks(TaskConfig.from_flat({"name": "arithmetic", "limit": 1}))
+    options = {"rounds": 2} if lenient else {"rounds": 2, "lenient": False}
+    (ep,), errors, _ = run_episodes(tasks, ProtocolConfig("maestro", options), ScriptedBackend(reply))
+    assert errors == []
+    if lenient:
+        assert ep.meta["lenient_decisions"] == 2 and ep.meta["central_format_failures"] == 0
+        assert [s["parse"] for s in ep.meta["slates"]] == ["lenient", "lenient"] and ep.correct
+    else:
+        assert ep.meta["lenient_decisions"] == 0 and ep.meta["central_format_failures"] == 2
+        assert ep.format_failure and ep.final_answer is None

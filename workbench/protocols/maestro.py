@@ -20,7 +20,10 @@ hold a correct candidate): the inputs of the coverage/identification analysis.
 Choices left open by the paper (config fields): ε per sample (`epsilon_mode="sample"`) or per
 agent (`"agent"`); the decision format; a decision that cannot be parsed keeps the previous
 endorsement (counted in `meta.central_format_failures`; with none, the episode is a format
-failure). Numbers shown to the central agent are 1-based; the recorded `pick` is 0-based.
+failure); a decision without a well-formed `<choice>j</choice>` is read leniently (the first number
+1..m; `lenient=true`, the default, counted in `meta.lenient_decisions`) or, with `lenient=false`
+(how training reads decisions), is a failed decision. Numbers shown to the central agent are
+1-based; the recorded `pick` is 0-based.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ _CHOICE = re.compile(r"<choice>\s*+(?:candidate\s*+)?+(\d+)\s*+</choice>", re.IG
 # the lenient reading takes every number in the text: what `(?:candidate|choice|option|number)?\s*#?\s*(\d+)`
 # found, without that pattern's cubic backtracking on long runs of spaces
 _LENIENT = re.compile(r"\d+")
+_OPEN = re.compile(r"<choice\b", re.IGNORECASE)  # every opening tag, closed or not
 
 
 def _index(digits: str, m: int) -> int | None:
@@ -81,6 +85,9 @@ class MaestroConfig:
     central_max_tokens: int = 128  # enough for <choice>…</choice><why>…</why>
     explorer_members: tuple[str, ...] = ("default",)  # team members the explorers are, in turn
     central_member: str = "default"  # team member that is the central agent (the trained role)
+    # a decision without a well-formed <choice>j</choice> is read leniently (the first number 1..m in
+    # the text; counted in meta.lenient_decisions); false: it is a failed decision (training's reading)
+    lenient: bool = True
 
     def __post_init__(self) -> None:
         if min(self.explorers, self.samples, self.rounds, self.central_samples) < 1:
@@ -108,15 +115,23 @@ class MaestroGenConfig(MaestroConfig):
     central_max_tokens: int = 256
 
 
-def parse_choice(text: str, m: int) -> tuple[int | None, str]:
+def parse_choice(text: str, m: int, lenient: bool = True) -> tuple[int | None, str]:
     """The 0-based candidate a decision endorses, and how it was read: strict | lenient | failed.
 
-    strict: ``<choice>j</choice>`` with 1 <= j <= m. lenient: the first number in 1..m in the
-    text (e.g. "Candidate 2 is right"). Anything else is a failed decision.
+    strict: a well-formed, closed ``<choice>j</choice>`` with 1 <= j <= m; every ``<choice`` tag in
+    the text is closed and names the same j (two different picks, or a tag left open, is no decision).
+    lenient (``lenient=True``, evaluation's default): failing that, the first ``<choice>`` tag read
+    as above, else the first number in 1..m anywhere in the text (e.g. "Candidate 2 is right").
+    Training passes ``lenient=False``: "the answer is 2" is a format failure, never candidate 2.
     """
-    hit = _CHOICE.search(text)
-    if hit and (j := _index(hit.group(1), m)) is not None:
-        return j - 1, "strict"
+    hits = [_index(h.group(1), m) for h in _CHOICE.finditer(text)]
+    opened = len(_OPEN.findall(text))
+    if hits and None not in hits and len(set(hits)) == 1 and opened == len(hits):
+        return hits[0] - 1, "strict"
+    if not lenient:
+        return None, "failed"
+    if hits and hits[0] is not None:
+        return hits[0] - 1, "lenient"
     for num in _LENIENT.findall(text):
         if (j := _index(num, m)) is not None:
             return j - 1, "lenient"
@@ -152,7 +167,7 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
     rng = random.Random(derive_seed(ctx.seed, task.id, "epsilon"))
     central = central_agent(team, cfg)
     endorsed = None  # the endorsed candidate's message
-    failures, slates = 0, []
+    failures, slates, lenient_used = 0, [], 0
     for r in range(1, cfg.rounds + 1):
         # ---- explore ----
         calls = []
@@ -195,7 +210,8 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
         turns = central_turns(state, cfg)
         if cfg.central == "select":
             (decision,) = await ctx.ask([Call(central, turns, f"central@{r}", receivers, r, informed)])
-            pick, parse = parse_choice(decision.content, m)
+            pick, parse = parse_choice(decision.content, m, cfg.lenient)
+            lenient_used += parse == "lenient"
             decision.extracted = slate[pick].extracted if pick is not None else None
             if pick is None:
                 failures += 1
@@ -236,7 +252,7 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
         slates.append(record)
         ctx.event("slate", **record)
     final = endorsed.extracted if endorsed is not None else None
-    ctx.finish(final, central_format_failures=failures, slates=slates)
+    ctx.finish(final, central_format_failures=failures, lenient_decisions=lenient_used, slates=slates)
 
 
 def generations(cfg: MaestroConfig) -> int:

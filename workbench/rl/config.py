@@ -15,6 +15,7 @@ from typing import Any
 
 from workbench.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
 from workbench.evaluate import ModelConfig, ProtocolConfig
+from workbench.rl.objectives import TIES
 from workbench.rl.policy import LoraSettings
 from workbench.tasks import TaskConfig
 
@@ -50,9 +51,12 @@ class TrainSettings:
     epsilon: float = 0.2  # PPO clip range (both sides)
     beta: float = 0.0  # KL to the base model (k3); 0 skips the reference forward pass
     # CLPO's weights (METHODS.md §1; the paper's values are not public): L = w_dec·L_dec + w_rank·L_rank + β·KL − w_ent·H
+    # (β is ``beta`` above: the KL is over every sampled token of the central agent, whatever w_dec is)
     w_dec: float = 1.0
     w_rank: float = 0.5
-    w_ent: float = 0.0
+    w_ent: float = 0.0  # −w_ent·H with gradient: > 0 keeps the policy from collapsing onto one pick
+    rationale_tokens: int = 48  # CLPO: cap on each justification sampled for the listwise term
+    ties: str = "exclude"  # CLPO's Plackett-Luce tie rule: exclude | breslow | index (objectives.TIES)
     # SFT steps on synthetic demonstrations before the RL steps (rl/warmstart.py): the leader's
     # backtracking traces (MLPO's optional SFT stage), the Conductor's well-formed plans (ours)
     warm_start: int = 0
@@ -81,6 +85,20 @@ class TrainSettings:
             raise ConfigError(f"train.warm_start must be >= 0 (SFT steps before RL), got {self.warm_start}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("beta", "w_dec", "w_rank", "w_ent"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.rationale_tokens < 1:
+            raise ConfigError(
+                f"train.rationale_tokens must be >= 1 (tokens per CLPO justification), got {self.rationale_tokens}"
+            )
+        if self.ties not in TIES:
+            raise ConfigError(f"train.ties must be one of {', '.join(TIES)}, got '{self.ties}'")
+        if self.objective == "clpo" and not (self.w_dec or self.w_rank or self.beta or self.w_ent):
+            raise ConfigError(
+                "train.objective=clpo with w_dec, w_rank, beta and w_ent all 0 has an empty loss; "
+                "set at least one of them > 0 (e.g. train.w_dec=1)"
+            )
 
 
 @dataclass(frozen=True)

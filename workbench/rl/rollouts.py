@@ -154,6 +154,12 @@ def _decision_span(tokenizer, ids: list[int]) -> int | None:
     return None
 
 
+def _decision_length(tokenizer, m: int) -> int:
+    """Tokens in the longest well-formed decision ``<choice>m</choice>``: the span a decision that
+    never closes is trained on (its format failure is pushed down there, not over the whole text)."""
+    return len(tokenizer(f"<choice>{m}</choice>", add_special_tokens=False)["input_ids"])
+
+
 def offline_samples(
     recipe: str,
     tasks: list[Task],
@@ -239,7 +245,9 @@ def draw_shown(
 
 def _score_offline(recipe, q, task, slate, g: Generation, tokenizer, protocol_cfg) -> Sample:
     if recipe == "maestro":
-        pick, how = parse_choice(g.text, len(slate))
+        # training reads decisions strictly: only a well-formed <choice>j</choice> is a decision; "the
+        # answer is 2" is a format failure with reward 0, never candidate 2
+        pick, how = parse_choice(g.text, len(slate), lenient=False)
         correct = pick is not None and bool(slate[pick]["correct"])
         answer = slate[pick]["extracted"] if pick is not None else None
         info = {
@@ -251,6 +259,8 @@ def _score_offline(recipe, q, task, slate, g: Generation, tokenizer, protocol_cf
         }
         fmt = pick is None
         span = _decision_span(tokenizer, g.token_ids)
+        if span is None:  # never closed: the decision term sees the tokens a decision takes, not all
+            span = min(len(g.token_ids), _decision_length(tokenizer, len(slate)))
     else:
         answer, tagged = leader_answer(g.text, task, strict=True)
         correct = answer is not None and task.is_correct(answer)
@@ -283,7 +293,7 @@ def _rationales(tasks, shown, prompts, policy, train, step) -> list[Slate]:
             prefix = tok(f"<choice>{k + 1}</choice><why>", add_special_tokens=False)["input_ids"]
             sp = SamplingParams(
                 temperature=train.temperature,
-                max_tokens=min(48, train.max_tokens),
+                max_tokens=train.rationale_tokens,
                 stop=("</why>",),
                 seed=derive_seed(train.seed, step, q, k, "why"),
             )

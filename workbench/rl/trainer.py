@@ -529,12 +529,13 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
             cfg.protocol.resolved,
             t,
             step,
-            with_slates=t.objective == "clpo",
+            with_slates=t.objective == "clpo" and t.w_rank > 0,
             mixed=cfg.pool.mixed,
         )
     else:
+        strict = {"lenient": False} if recipe == "maestro" else {}  # training reads decisions strictly
         protocol = ProtocolConfig(
-            recipe, {**cfg.protocol.options, **trainee_options(recipe, role, t.max_tokens)}
+            recipe, {**cfg.protocol.options, **trainee_options(recipe, role, t.max_tokens), **strict}
         )
         samples, errors = online_samples(recipe, role, batch, backends, protocol, t, step)
     t_roll = time.perf_counter() - t0
@@ -542,7 +543,8 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
     groups = torch.tensor([s.group for s in samples], dtype=torch.long)
     scale = "none" if t.objective == "dr_grpo" else "group"
     adv = obj.group_advantages(rewards, groups, scale=scale) if samples else rewards
-    if t.objective == "clpo":  # CLPO's decision advantage: r(chosen) - mean_k r(c_k) of the slate
+    if t.objective == "clpo":  # logged: CLPO's decision advantage r(chosen) - mean_k r(c_k), r = 0 on a
+        # format failure (objectives.clpo_loss computes the same from the slate and the pick)
         adv = torch.tensor([s.reward - float(np.mean(s.info["slate_correct"])) for s in samples])
     stats = _optimise(cfg, backends, optimizer, samples, adv, slates)
     scheduler.step()
@@ -580,13 +582,18 @@ def _optimise(
 ) -> dict[str, float]:
     """Loss over micro-batches (gradients accumulate), clipping, one optimiser step.
 
-    ``sft`` (or ``objective=sft``): the mean token NLL of the completions that are right."""
+    Every loss is a function of rl/objectives.py, the ones its tests check: ``sft_loss`` (``sft``
+    or ``objective=sft``: the completions that are right), ``grpo`` / ``dr_grpo`` (``adv``: the
+    group advantages), ``clpo_loss`` (its four terms, with ``slates``' justifications). A
+    micro-batch's loss is weighted by its share of the samples (``len(mb) / n``), as TRL divides by
+    the number of accumulation steps; with one micro-batch the step's loss is the objective's."""
     t = cfg.train
     sft = sft or t.objective == "sft"
+    clpo = t.objective == "clpo" and not sft
     model, pad = backends.model, backends.policy.pad_id
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0}
+    totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0, "dec_loss": 0.0}
     n = len(samples)
     # a GRPO group's prompt runs once (policy._shared_prompt_states); not under Unsloth, whose
     # patched training forward is not known to take a KV cache with gradients (unverified: no GPU)
@@ -594,6 +601,7 @@ def _optimise(
     if sft:
         keep = [i for i, s in enumerate(samples) if s.correct]
         samples, n = [samples[i] for i in keep], len(keep)
+    slate_of = {s.group: s for s in slates}
     for s0 in range(0, n, t.micro_batch):
         mb = samples[s0 : s0 + t.micro_batch]
         share = len(mb) / n
@@ -608,76 +616,108 @@ def _optimise(
             temperature=temperature,
             pad_id=pad,
             with_entropy=True,
+            entropy_grad=clpo and t.w_ent > 0,  # −w_ent·H must carry gradient to move the policy
             share_prompts=shared,
-        )
-        mask = scores.mask
-        if t.objective == "clpo" and not sft:
-            mask = _decision_mask(mb, mask)
+        )  # logp, mask, entropy: (B, T)
+        ref = None
+        if not sft and t.beta > 0:
+            with adapter_disabled(model):  # the reference policy: the base model
+                ref = completion_logprobs(
+                    model, prompts, completions, temperature=t.temperature, pad_id=pad, share_prompts=shared
+                ).logp  # (B, T)
         if sft:
-            loss = -(scores.logp * mask).sum() / mask.sum().clamp(min=1)
-            out_stats = {}
+            out = obj.sft_loss(scores.logp, scores.mask)
+        elif clpo:
+            out = obj.clpo_loss(**_clpo_batch(cfg, model, pad, mb, scores, ref, slate_of, shared))
         else:
-            ref = None
-            if t.beta > 0:
-                with adapter_disabled(model):  # the reference policy: the base model
-                    ref = completion_logprobs(
-                        model,
-                        prompts,
-                        completions,
-                        temperature=t.temperature,
-                        pad_id=pad,
-                        share_prompts=shared,
-                    ).logp
-            out = obj.policy_loss(
+            loss_fn = obj.dr_grpo if t.objective == "dr_grpo" else obj.grpo
+            extra = {"max_completion_length": t.max_tokens} if t.objective == "dr_grpo" else {}
+            out = loss_fn(
                 scores.logp,
-                scores.logp.detach(),
-                adv[s0 : s0 + len(mb)].to(mask.device),
-                mask,
+                None,  # on-policy: one update per sample, ρ = 1 in value
+                adv[s0 : s0 + len(mb)].to(scores.mask.device),
+                scores.mask,
                 ref_logp=ref,
                 beta=t.beta,
                 epsilon_low=t.epsilon,
                 epsilon_high=t.epsilon,
-                loss_type="dr_grpo" if t.objective == "dr_grpo" else "grpo",
-                max_completion_length=t.max_tokens,
+                **extra,
             )
-            loss, out_stats = out.loss * (t.w_dec if t.objective == "clpo" else 1.0), out.stats
-            if t.objective == "clpo" and t.w_ent:
-                ent = (scores.entropy * scores.mask).sum() / scores.mask.sum().clamp(min=1)
-                loss = loss - t.w_ent * ent
-        (loss * share).backward()
-        totals["loss"] += float(loss.detach()) * share
-        totals["kl"] += float(out_stats.get("kl", 0.0)) * share
-        totals["clip_ratio"] += float(out_stats.get("clip_ratio", 0.0)) * share
-        totals["entropy"] += (
-            float((scores.entropy * scores.mask).sum() / scores.mask.sum().clamp(min=1)) * share
-        )
-    if slates and t.w_rank:  # CLPO's listwise term, one slate at a time
-        # as in objectives.clpo_loss: the mean over all slates; equal rewards give 0 (nothing to
-        # order), so only slates with a right and a wrong candidate are scored
-        ranked = [s for s in slates if len(set(s.rewards)) > 1]
-        for s in ranked:
-            sc = completion_logprobs(
-                model, s.prompt_ids, s.rationale_ids, temperature=t.temperature, pad_id=pad
-            )
-            ell = obj.length_normalised_logprob(sc.logp, sc.mask)
-            rank = obj.plackett_luce_loss(ell, torch.tensor(s.rewards, device=ell.device))
-            (t.w_rank * rank / len(slates)).backward()
-            totals["rank_loss"] += float(rank.detach()) / len(slates)
-            totals["loss"] += t.w_rank * float(rank.detach()) / len(slates)
+        (out.loss * share).backward()
+        totals["loss"] += float(out.loss.detach()) * share
+        totals["kl"] += out.stats.get("kl", 0.0) * share
+        totals["clip_ratio"] += out.stats.get("clip_ratio", 0.0) * share
+        totals["rank_loss"] += out.stats.get("rank", 0.0) * share
+        totals["dec_loss"] += out.stats.get("dec", 0.0) * share
+        with torch.no_grad():
+            ent = (scores.entropy * scores.mask).sum() / scores.mask.sum().clamp(min=1)
+        totals["entropy"] += float(ent) * share
     grad_norm = (
         float(
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], t.max_grad_norm
             )
         )
-        if n or slates
+        if n
         else 0.0
     )
-    if n or slates:
+    if n:
         optimizer.step()
     model.eval()
     totals["grad_norm"] = grad_norm
     return totals
+
+
+def _clpo_batch(cfg, model, pad, mb: list[Sample], scores, ref, slate_of: dict, shared: bool) -> dict:
+    """``clpo_loss``'s arguments for a micro-batch of the central agent's samples.
+
+    Decision term on the decision tokens (up to ``</choice>``; a decision that never closes: the
+    tokens a decision takes, see rollouts._decision_length); KL on every sampled token, whatever
+    w_dec is; entropy over every sampled token; the justifications of each sample's slate
+    (scored once per slate in the micro-batch, then indexed out to its samples). A format failure
+    is ``chosen = -1``: reward 0 for the decision term."""
+    t = cfg.train
+    dec_mask = _decision_mask(mb, scores.mask)  # (B, T)
+    slate_rewards = torch.tensor([[float(c) for c in s.info["slate_correct"]] for s in mb])  # (B, m)
+    chosen = torch.tensor([-1 if s.info.get("pick") is None else s.info["pick"] for s in mb])  # (B,)
+    m = slate_rewards.shape[1]
+    groups = sorted({s.group for s in mb})
+    if t.w_rank > 0:
+        sl = [slate_of[g] for g in groups]  # offline_samples(with_slates=True) gave one per question
+        sc = completion_logprobs(
+            model,
+            [p for s in sl for p in s.prompt_ids],
+            [r for s in sl for r in s.rationale_ids],
+            temperature=t.temperature,
+            pad_id=pad,
+            share_prompts=shared,
+        )  # (S·m, T2)
+        row = torch.tensor([groups.index(s.group) for s in mb])
+        rationale_logp = sc.logp.view(len(sl), m, -1)[row]  # (B, m, T2)
+        rationale_mask = sc.mask.view(len(sl), m, -1)[row]
+    else:  # w_rank = 0: no justification is sampled, the ranking term is 0
+        rationale_logp = scores.logp.new_zeros((len(mb), m, 1))
+        rationale_mask = torch.zeros_like(rationale_logp)
+    device = scores.logp.device
+    return dict(
+        dec_logp=scores.logp,
+        dec_old_logp=None,
+        dec_mask=dec_mask,
+        slate_rewards=slate_rewards.to(device),
+        chosen=chosen.to(device),
+        rationale_logp=rationale_logp,
+        rationale_mask=rationale_mask,
+        ref_logp=ref,
+        ref_mask=scores.mask if ref is not None else None,
+        entropy=scores.entropy if t.w_ent > 0 else None,
+        entropy_mask=scores.mask,
+        w_dec=t.w_dec,
+        w_rank=t.w_rank,
+        beta=t.beta,
+        w_ent=t.w_ent,
+        epsilon=t.epsilon,
+        ties=t.ties,
+    )
 
 
 def _release_memory() -> None:
@@ -715,8 +755,9 @@ def _memory() -> dict[str, float]:
 
 
 def _decision_mask(mb: list[Sample], mask: torch.Tensor) -> torch.Tensor:
-    """CLPO: only the decision tokens (up to ``</choice>``) carry the decision term; a decision that
-    never closes counts whole (its negative advantage pushes the malformed output down)."""
+    """CLPO: only the decision tokens carry the decision term: up to ``</choice>``, or, for a decision
+    that never closes, the first tokens a decision takes (rollouts set ``decision_tokens``); never the
+    whole completion."""
     out = mask.clone()
     for b, s in enumerate(mb):
         if s.decision_tokens is not None:
