@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workbench.analysis.pools import Judge, rounds
-from workbench.analysis.replay import ReplaySetup, synth_request
+from workbench.analysis.replay import ReplaySetup, synth_answer, synth_request
 from workbench.evaluate import EvalConfig, ProtocolConfig, run_episodes, run_eval
 from workbench.models.scripted import ScriptedBackend
 from workbench.protocols import PROTOCOLS, Member, Team
@@ -193,3 +193,30 @@ def test_every_synthesising_protocol_registers_its_builder():
         "leader",
         "moa",
     }
+
+
+@pytest.mark.parametrize("lenient", [True, False])
+def test_the_replay_reads_a_central_reply_as_the_protocol_did(tmp_path, lenient):
+    """A decision without <choice> tags ("the answer is 2"): the replay's reading follows
+    ``protocol.lenient`` as the protocol's did (candidate 2, or a failed decision)."""
+
+    def reply(req, j):
+        if "<choice>" in req.messages[-1]["content"]:
+            return "I think the answer is 2."
+        return f"Answer: {4 + len(req.messages[-1]['content']) % 3}"
+
+    cfg = EvalConfig.build(
+        {"protocol": {"lenient": lenient}},
+        task="arithmetic",
+        protocol="maestro",
+        limit=2,
+        out=str(tmp_path / "r"),
+    )
+    run_eval(cfg, backend=ScriptedBackend(reply), progress=False)
+    setup, judge = ReplaySetup.for_run(tmp_path / "r"), Judge.for_run(tmp_path / "r")
+    for ep in read_episodes(tmp_path / "r").episodes:
+        for rnd in rounds(ep, judge):
+            central = next(m for m in ep["messages"] if m["sender"] == rnd.synth_node)
+            read = synth_answer(setup, judge.task(ep), rnd.candidates, central["content"])
+            assert read == central["extracted"]
+            assert (read is None) == (not lenient)

@@ -101,7 +101,7 @@ def synth_answer(setup: ReplaySetup, task: Task, pool: list[Candidate], text: st
     from workbench.protocols.vote import majority
 
     if setup.protocol in ("maestro", "maestro_gen") and setup.cfg.central == "select":
-        pick, _ = parse_choice(text, len(pool))
+        pick, _ = parse_choice(text, len(pool), setup.cfg.lenient)  # the protocol's own reading
         return pool[pick].answer if pick is not None else None
     if setup.protocol == "leader":
         return leader_answer(text, task, setup.cfg.strict_format)[0]
