@@ -693,6 +693,9 @@ def test_maestro_counts_lenient_decisions_and_strict_mode_fails_them(lenient):
     options = {"rounds": 2} if lenient else {"rounds": 2, "lenient": False}
     (ep,), errors, _ = run_episodes(tasks, ProtocolConfig("maestro", options), ScriptedBackend(reply))
     assert errors == []
+    from workbench.runs import summarize
+
+    assert summarize([ep.to_dict()])["lenient_decisions"] == (2 if lenient else 0)  # summary.json counts them
     if lenient:
         assert ep.meta["lenient_decisions"] == 2 and ep.meta["central_format_failures"] == 0
         assert [s["parse"] for s in ep.meta["slates"]] == ["lenient", "lenient"] and ep.correct

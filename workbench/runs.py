@@ -424,10 +424,19 @@ def summarize(
         "accuracy": round(k / n, 4) if n else 0.0,
         "ci95": [round(lo, 4), round(hi, 4)],
         "format_failures": sum(bool(e["format_failure"]) for e in eps),
+        **_lenient_decisions(eps),
         "usage": usage,
         **per_query,
         **extra,
     }
+
+
+def _lenient_decisions(eps: list[dict[str, Any]]) -> dict[str, int]:
+    """Maestro: how many central decisions were read leniently (no well-formed ``<choice>``; the
+    protocol's ``lenient`` option), summed from ``meta.lenient_decisions``; {} for other protocols."""
+    counts = [e.get("meta", {}).get("lenient_decisions") for e in eps if isinstance(e.get("meta"), dict)]
+    counts = [c for c in counts if isinstance(c, int) and not isinstance(c, bool)]
+    return {"lenient_decisions": sum(counts)} if counts else {}
 
 
 # ---------------------------------------------------------------- the manifest

@@ -20,6 +20,13 @@ What a run folder holds (``runs/<time>-train-<recipe>/``)::
     adapter/           the final adapter: workbench serve --model BASE+runs/.../adapter
     summary.json       before/after accuracy with CIs and the paired McNemar test
 
+The loss of every step is a function of rl/objectives.py (``sft_loss``, ``grpo``, ``dr_grpo``,
+``clpo_loss``; tests/test_rl_parity.py checks loss and gradient against them). How it departs
+from the textbook algorithms: one optimisation pass per batch (ρ = 1 in value, as TRL with
+num_iterations=1); losses are per micro-batch, weighted by the micro-batch's share of the
+samples; CLPO's KL and entropy are token means within a micro-batch; decisions are read strictly
+(only a closed ``<choice>j</choice>``; a failure has reward 0 and trains on a decision's length).
+
 Resume (``train(..., resume=RUN_DIR)`` / ``workbench train --resume RUN_DIR``) restores the latest
 checkpoint and continues the same run; metric and episode lines written after that checkpoint
 (by the steps that are redone) are moved to ``*.after-step-N.jsonl``, never deleted. A run killed
@@ -820,6 +827,8 @@ def evaluate(
         "accuracy": round(k / n, 4) if n else 0.0,
         "ci95": [round(lo, 4), round(hi, 4)],
         "format_failures": sum(e.format_failure for e in episodes),
+        # maestro: central decisions read leniently (no well-formed <choice>; evaluation's reading)
+        "lenient_decisions": sum(int(e.meta.get("lenient_decisions", 0)) for e in episodes),
         "generations_per_query": round(sum(e.usage.calls for e in episodes) / max(n, 1), 2),
         "tokens_per_query": round(
             sum(e.usage.prompt_tokens + e.usage.completion_tokens for e in episodes) / max(n, 1), 1
