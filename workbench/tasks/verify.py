@@ -332,7 +332,15 @@ def extract_math(text: str) -> str | None:
 
 
 class VerifierTimeout(Exception):
-    """A verification ran past its time limit; the answer is counted wrong (a ``verifier_error``)."""
+    """A verification ran past its time limit; the answer is counted wrong (a ``verifier_error``).
+
+    ``final``: the answer itself took the whole ``MATH_TIMEOUT_S`` (so it is cached as a timeout);
+    False when only this episode's remaining budget, or the wait for the helper, cut it short.
+    """
+
+    def __init__(self, message: str, final: bool = True):
+        super().__init__(message)
+        self.final = final
 
 
 def _math_parse(s: str, timeout: int | None) -> list:
@@ -439,7 +447,11 @@ class _MathHelper:
         self._proc = None
 
     def equal(self, predicted: str, gold: str) -> bool:
-        with self._lock:
+        # episodes on other threads wait for the helper; the wait is bounded by this one's budget
+        wait = budget_left()
+        if not self._lock.acquire(timeout=-1 if wait == float("inf") else max(0.0, wait)):
+            raise VerifierTimeout("math-verify was busy with other episodes for this episode's budget", False)
+        try:
             if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None:
                 self._proc = None
                 self._start()
@@ -449,10 +461,13 @@ class _MathHelper:
             answer = self._readline(limit)
             if answer in (b"0", b"1"):
                 return answer == b"1"
-            self.close()
+            self.close()  # a late answer must not be read as the next request's
+        finally:
+            self._lock.release()
         if answer is None:
             raise VerifierTimeout(
-                f"math-verify took longer than {limit:g} s on an answer of {len(predicted)} characters"
+                f"math-verify took longer than {limit:g} s on an answer of {len(predicted)} characters",
+                final=limit >= MATH_TIMEOUT_S,
             )
         raise RuntimeError(f"the math-verify helper process failed ({answer[:80]!r})")
 
@@ -488,8 +503,9 @@ def math_equal(predicted: str | None, gold: str) -> bool:
     if not _MATH_HELPER.unavailable:
         try:
             result = _MATH_HELPER.equal(predicted, gold)
-        except VerifierTimeout:
-            _MATH_CACHE[key] = None
+        except VerifierTimeout as e:
+            if e.final:  # only the answer's own full timeout is remembered, not a short budget
+                _MATH_CACHE[key] = None
             raise
         except OSError:  # no helper process here (no sys.executable, a locked-down host)
             _MATH_HELPER.unavailable = True
