@@ -658,9 +658,10 @@ class _Watchdog:
                 except OSError:
                     pass
             for s in drain:  # read what a refused client still sends: closing on unread data resets
-                try:
-                    while s.recv(65536):
-                        pass
+                try:  # a bounded read per tick: a client that keeps sending cannot hold this thread
+                    for _ in range(4):
+                        if not s.recv(65536):
+                            break
                 except OSError:
                     pass
             for s in done:
