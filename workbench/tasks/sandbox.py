@@ -441,7 +441,8 @@ def _python() -> str:
     return os.path.realpath(sys.executable)
 
 
-def _ro_paths() -> list[str]:
+@functools.cache  # the host's layout does not change within a process
+def _ro_paths() -> tuple[str, ...]:
     """Host paths the sandbox sees read-only: the system's programs and libraries, the Python
     installation and the venv's packages. Everything else of the host is absent."""
     paths = ["/usr", sys.base_prefix, sys.prefix, os.path.dirname(_python())]
@@ -458,7 +459,7 @@ def _ro_paths() -> list[str]:
     for p in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}, key=len):
         if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
             out.append(p)
-    return out
+    return tuple(out)
 
 
 def _ancestors(path: str) -> list[str]:
@@ -466,6 +467,7 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+@functools.cache  # the host's layout does not change within a process
 def _symlinks() -> dict[str, str]:
     return {
         top: os.readlink(top)
@@ -474,9 +476,10 @@ def _symlinks() -> dict[str, str]:
     }
 
 
-def _site_paths() -> list[str]:
+@functools.cache  # the host's layout does not change within a process
+def _site_paths() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
-    return list(dict.fromkeys(os.path.realpath(paths[k]) for k in ("purelib", "platlib")))
+    return tuple(dict.fromkeys(os.path.realpath(paths[k]) for k in ("purelib", "platlib")))
 
 
 @functools.cache
