@@ -35,8 +35,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from workbench.analysis.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, from_dict, merge, to_dict
 from workbench.episode import Episode
@@ -48,6 +46,7 @@ from workbench.runs import (
     claim_run_dir,
     default_root,
     manifest,
+    read_config,
     read_episodes,
     read_json,
     write_json,
@@ -294,10 +293,7 @@ def _finished_run(cfg: EvalConfig, n_items: int) -> EvalResult | None:
     run_dir = Path(cfg.out)
     if not run_dir.exists():
         return None
-    try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError, RecursionError):
-        saved = None
+    saved = read_config(run_dir / "config.yaml")
     summary = read_json(run_dir / "summary.json")
     summary = summary if isinstance(summary, dict) else {}
     from workbench.redact import redact_secrets  # config.yaml is written redacted (runs.write_yaml)

@@ -531,13 +531,10 @@ def model_fingerprint(spec: str) -> dict[str, Any]:
     """A model spec's identity: the base model's files (size, mtime and a cached sha256) and every
     adapter file's sha256. URLs are recorded without credentials."""
     if spec.startswith("openai:"):
-        from urllib.parse import urlsplit, urlunsplit
+        from workbench.redact import redact_url
 
         url, _, model = spec[len("openai:") :].partition("#")
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        netloc = host + (f":{parts.port}" if parts.port else "") if "@" in parts.netloc else parts.netloc
-        return {"spec": f"openai:{urlunsplit(parts._replace(netloc=netloc))}#{model}", "kind": "remote"}
+        return {"spec": f"openai:{redact_url(url)}#{model}", "kind": "remote"}
     kind, _, rest = spec.partition(":") if spec.startswith("vllm:") else ("", "", spec)
     base, _, adapter = rest.partition("+")
     out: dict[str, Any] = {"spec": spec, "base": base}

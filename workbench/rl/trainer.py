@@ -53,10 +53,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from workbench.analysis.stats import paired_outcomes, wilson_ci
-from workbench.config import ConfigError, to_dict
+from workbench.config import ConfigError, load_yaml, to_dict
 from workbench.evaluate import ProtocolConfig, run_episodes
 from workbench.rl import objectives as obj
 from workbench.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -194,14 +193,7 @@ def _check_resume_config(run_dir: Path, cfg: TrainConfig, allow_change: bool) ->
 
 
 def _load_run_config(run_dir: Path) -> TrainConfig:
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{run_dir / 'config.yaml'} cannot be read ({first}); fix or restore it") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{run_dir / 'config.yaml'} is not a mapping of config keys; restore it")
-    return TrainConfig.build(data)
+    return TrainConfig.build(load_yaml(run_dir / "config.yaml"))  # bounded; ConfigError names the file
 
 
 def _apply_hyperparameters(cfg: TrainConfig, optimizer, scheduler, total: int) -> None:
@@ -391,7 +383,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
             if step % t.checkpoint_every == 0 or step in (t.warm_start, total):
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, state, keep=t.keep_checkpoints)
             # evaluations: every eval_every steps, and after the warm start (what SFT alone did)
-            if step != total and (step == t.warm_start or (t.eval_every and step % t.eval_every == 0)):
+            if _eval_due(t, step, total):
                 evals.append(evaluate(cfg, backends, dev_tasks, step, episodes_log, evals_log))
             if bar is not None:
                 bar.set_postfix(
