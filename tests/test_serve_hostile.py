@@ -195,7 +195,10 @@ def test_connections_beyond_the_cap_get_503_and_no_threads():
             reply = _read_all(refused)
             assert _status(reply) == 503 and b"Retry-After: 1" in reply and b"retry later" in reply
             stats = s.server.connection_stats()
-            assert stats["peak_connections"] == 8 and stats["refused_connections"] >= 250
+            # connections still without a request after EVICT_AFTER_S give way to new ones (a loaded
+            # machine takes that long to open 300), so the peak may reach max_threads, never more
+            assert stats["peak_connections"] <= s.server.max_threads
+            assert stats["refused_connections"] + stats["evicted_connections"] >= 250
         finally:
             for sock in socks:
                 sock.close()
