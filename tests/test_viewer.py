@@ -388,6 +388,20 @@ def test_launch_then_cancel_leaves_a_valid_shorter_run(tmp_path):
     assert 2 <= snap.n < 400 and not any("skipped" in p for p in snap.problems)
 
 
+def test_two_launches_in_one_second_get_two_folders_and_two_logs(tmp_path):
+    """The folder is reserved when the job starts, not when its eval gets round to claiming it."""
+    launcher = Launcher(tmp_path / "runs")
+    jobs = [launcher.start("arithmetic", "single", limit=2) for _ in range(2)]
+    try:
+        assert jobs[0].run_dir != jobs[1].run_dir and jobs[0].log != jobs[1].log
+        assert all(j.run_dir.is_dir() for j in jobs)
+    finally:
+        for j in jobs:
+            if j.returncode is None:
+                os.killpg(j.proc.pid, signal.SIGKILL)
+                j.proc.wait(timeout=30)
+
+
 # ---- the command ----
 def test_workbench_app_serves_until_interrupted_and_refuses_a_missing_root(root, tmp_path):
     pytest.importorskip("gradio")

@@ -305,6 +305,13 @@ class Launcher:
         with self._lock:
             run_dir = new_run_dir(self.root, task, protocol)
             argv = build_argv(run_dir, task, protocol, model, limit, split, seed, extra_set)
+            while True:  # reserve the folder now: a second launch in the same second gets the next name
+                try:
+                    run_dir.mkdir(parents=True)  # the eval claims an existing empty --out folder
+                    break
+                except FileExistsError:
+                    run_dir = new_run_dir(self.root, task, protocol)
+                    argv = build_argv(run_dir, task, protocol, model, limit, split, seed, extra_set)
             logs = self.root / ".launch"
             logs.mkdir(parents=True, exist_ok=True)
             log = logs / f"{run_dir.name}.log"
