@@ -66,6 +66,14 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(path: str | Path) -> None:
+    """fsync every file below ``path`` (a folder about to be renamed into place: its bytes first)."""
+    for f in Path(path).rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
 def atomic_write(path: str | Path, text: str | bytes) -> None:
     """Replace ``path`` with ``text`` so that a kill at any instant leaves the old file or the new one."""
     path = Path(path)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.runs import RunDirError
+from workbench.runs import RunDirError, atomic_write, fsync_tree
 
 
 class CheckpointError(RunDirError):
@@ -70,15 +70,6 @@ def _as_tuples(x):
     return tuple(_as_tuples(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -101,13 +92,10 @@ def save_checkpoint(
         tmp / "trainer.pt",
     )
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
-    for f in tmp.rglob("*"):  # the bytes are on disk before the rename makes them visible
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+    fsync_tree(tmp)  # the bytes are on disk before the rename makes them visible
     shutil.rmtree(final, ignore_errors=True)  # a leftover from a run resumed before this step
     os.replace(tmp, final)
-    _write_text_atomic(root / "latest", final.name)
+    atomic_write(root / "latest", final.name)  # fsyncs the folder too, so the rename above is durable
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

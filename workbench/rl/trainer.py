@@ -81,6 +81,8 @@ from workbench.runs import (
     claim_run_dir,
     config_hash,
     default_root,
+    fsync_dir,
+    fsync_tree,
     manifest,
     read_json,
     read_jsonl,
@@ -247,9 +249,9 @@ def train(
     ``allow_config_change`` (with ``resume``): apply an edited config.yaml instead of refusing it."""
     # a new run's items load before its folder is made: a bad task or data file writes nothing
     tasks = _task_sets(cfg) if resume is None and cfg is not None else None
-    run_dir, cfg, lock, changed = _open_run(cfg, resume, runs_root, allow_config_change)
+    run_dir, cfg, lock, _ = _open_run(cfg, resume, runs_root, allow_config_change)
     try:
-        return _train(cfg, run_dir, resume is not None, progress, policy, changed, tasks or _task_sets(cfg))
+        return _train(cfg, run_dir, resume is not None, progress, policy, tasks or _task_sets(cfg))
     finally:
         lock.release()
 
@@ -298,7 +300,7 @@ def _task_sets(cfg: TrainConfig) -> tuple[list, list]:
     return train_tasks, load_tasks(replace(cfg.task, split=cfg.eval.split, limit=cfg.eval.limit)).tasks
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, changed: bool, tasks):
+def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, tasks):
     t = cfg.train
     _seed_everything(t.seed)
     backends = policy or load_policy(
@@ -462,14 +464,12 @@ def _save_adapter(model, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+    fsync_tree(tmp)
     old = target.with_name(f".{target.name}.old{os.getpid()}")
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
