@@ -965,9 +965,7 @@ class ModelServer(ThreadingHTTPServer):
         self.max_body_bytes = int(max_body_bytes)
         self.api_key = api_key or None
         self.bind_host = host
-        extra = {h for h in (_host_name(a) for a in allow_hosts) if h} | {
-            a.strip() for a in allow_hosts if a.strip() == "*"
-        }
+        extra = {h for h in (_host_name(a) for a in allow_hosts) if h}  # "*" stays "*": any host
         self.explicit_hosts = frozenset(extra)
         named = _host_name(host) if host not in WILDCARDS else None
         self.allowed_hosts = frozenset(set(LOCAL_NAMES) | extra | ({named} if named else set()))
