@@ -150,16 +150,24 @@ PEER_REVISE = (
 # ---- conductor (Nielsen et al. 2025): a model writes the workflow for a pool of workers ----
 # The few-shot workflows come from tasks unrelated to the benchmarks: the paper found these work
 # better than same-task examples (-9.4 points without few-shot on LiveCodeBench).
-CONDUCTOR_SYSTEM = """You are the Conductor. You do not solve problems yourself: you write a workflow \
+CONDUCTOR_RULES = """You are the Conductor. You do not solve problems yourself: you write a workflow \
 that a team of worker models will carry out, one step after another.
 
 Write your reasoning first. Then write exactly three Python lists of equal length (at most {max_steps} steps):
 model_id = [...]      the worker for each step, an integer (the workers are Model 0 to Model {last})
 subtasks = [...]      the instruction for each step, a string
 access_list = [...]   for each step, [] (the worker sees no earlier step) or ["all"] (it sees every earlier step's instruction and response)
-The last step's response is the final answer, so the last step must produce it.
+The last step's response is the final answer, so the last step must produce it."""
+# ``subtasks=false`` (the paper's "without subtasks" ablation): two lists, every step gets the question only
+CONDUCTOR_RULES_NO_SUBTASKS = """You are the Conductor. You do not solve problems yourself: you write a workflow \
+that a team of worker models will carry out, one step after another. Every worker is given the question itself.
 
-Example 1
+Write your reasoning first. Then write exactly two Python lists of equal length (at most {max_steps} steps):
+model_id = [...]      the worker for each step, an integer (the workers are Model 0 to Model {last})
+access_list = [...]   for each step, [] (the worker sees no earlier step) or ["all"] (it sees every earlier step's response)
+The last step's response is the final answer, so the last step must produce it."""
+# out of domain (the paper's default, ``few_shot=out_of_domain``): four workflows on unrelated tasks
+CONDUCTOR_EXAMPLES = """Example 1
 Question: Write a haiku about autumn rain.
 Reasoning: One worker drafts, another polishes with the draft in view.
 model_id = [0, 1]
@@ -186,11 +194,131 @@ Reasoning: Two independent translations, then one worker picks the best.
 model_id = [0, 1, 1]
 subtasks = ["Translate the sentence into French.", "Translate the sentence into French.", "Compare the two translations and return the most accurate one."]
 access_list = [[], [], ["all"]]"""
+CONDUCTOR_SYSTEM = CONDUCTOR_RULES + "\n\n" + CONDUCTOR_EXAMPLES  # the default prompt
+# in domain (``few_shot=in_domain``, the paper's weaker comparison): four workflows of the same shapes on
+# questions of the item's own kind, chosen by its verifier. Written for this workbench: no question is
+# taken from any benchmark split.
+CONDUCTOR_EXAMPLES_IN_DOMAIN = {
+    "math": """Example 1
+Question: A train travels 180 km in 2.5 hours. What is its average speed in km/h?
+Reasoning: One worker solves, another checks the arithmetic with the solution in view.
+model_id = [0, 1]
+subtasks = ["Solve the problem step by step.", "Check every calculation of the solution and give the final answer."]
+access_list = [[], ["all"]]
+
+Example 2
+Question: What is 15% of 240?
+Reasoning: A single calculation; one call is enough.
+model_id = [1]
+subtasks = ["Compute 15% of 240 and give the final answer."]
+access_list = [[]]
+
+Example 3
+Question: Find all real x with x^2 - 5x + 6 = 0 and give their sum.
+Reasoning: Plan the method, carry it out, then verify it.
+model_id = [0, 1, 0]
+subtasks = ["Say which method solves this equation and list its steps.", "Carry out the plan and find the roots.", "Substitute the roots back, fix any error and give the final answer."]
+access_list = [[], ["all"], ["all"]]
+
+Example 4
+Question: A shop sells pens at 3 for $2. How much do 27 pens cost?
+Reasoning: Two independent solutions, then one worker compares them.
+model_id = [0, 1, 1]
+subtasks = ["Solve the problem.", "Solve the problem.", "Compare the two solutions and give the correct final answer."]
+access_list = [[], [], ["all"]]""",
+    "choice": """Example 1
+Question: Which gas makes up most of the Earth's atmosphere? (A) oxygen (B) nitrogen (C) argon (D) carbon dioxide
+Reasoning: One worker answers, another checks the reasoning with the answer in view.
+model_id = [0, 1]
+subtasks = ["Reason about each option and choose one.", "Check the reasoning and give the final letter."]
+access_list = [[], ["all"]]
+
+Example 2
+Question: What is the capital of Canada? (A) Toronto (B) Vancouver (C) Ottawa (D) Montreal
+Reasoning: A simple fact; one call is enough.
+model_id = [1]
+subtasks = ["Answer with the letter of the correct option."]
+access_list = [[]]
+
+Example 3
+Question: A ball is thrown straight up. At the top of its flight, what is its acceleration? (A) zero (B) g downward (C) g upward (D) it depends on the speed
+Reasoning: Recall the principle, apply it, then review the choice.
+model_id = [0, 1, 0]
+subtasks = ["State the physical principle that decides this.", "Apply the principle to each option.", "Review the argument and give the final letter."]
+access_list = [[], ["all"], ["all"]]
+
+Example 4
+Question: Which of these numbers is prime? (A) 51 (B) 57 (C) 59 (D) 63
+Reasoning: Two independent answers, then one worker decides.
+model_id = [0, 1, 1]
+subtasks = ["Check each option and choose one.", "Check each option and choose one.", "Compare the two answers and give the correct letter."]
+access_list = [[], [], ["all"]]""",
+    "code": """Example 1
+Question: Write a Python function that returns the second largest distinct number in a list.
+Reasoning: One worker writes the code, another tests it in its head and fixes it.
+model_id = [0, 1]
+subtasks = ["Write the function.", "Check the function on edge cases (duplicates, short lists) and return the corrected version."]
+access_list = [[], ["all"]]
+
+Example 2
+Question: Write a Python function that returns the sum of a list of integers.
+Reasoning: A one-line function; one call is enough.
+model_id = [1]
+subtasks = ["Write the function."]
+access_list = [[]]
+
+Example 3
+Question: Write a Python function that merges overlapping intervals.
+Reasoning: Plan, write the code, then review it.
+model_id = [0, 1, 0]
+subtasks = ["Describe the algorithm step by step.", "Write the Python function following the plan.", "Review the function for bugs and return the corrected final version."]
+access_list = [[], ["all"], ["all"]]
+
+Example 4
+Question: Write a Python function that counts the vowels in a string.
+Reasoning: Two independent implementations, then one worker picks the correct one.
+model_id = [0, 1, 1]
+subtasks = ["Write the function.", "Write the function.", "Compare the two functions and return the correct one."]
+access_list = [[], [], ["all"]]""",
+    "exact": """Example 1
+Question: Sort these words alphabetically: pear, apple, fig.
+Reasoning: One worker answers, another checks it.
+model_id = [0, 1]
+subtasks = ["Sort the words.", "Check the order letter by letter and give the final answer."]
+access_list = [[], ["all"]]
+
+Example 2
+Question: Is the following statement true or false? All squares are rectangles.
+Reasoning: A simple judgement; one call is enough.
+model_id = [1]
+subtasks = ["Decide whether the statement is true or false."]
+access_list = [[]]
+
+Example 3
+Question: Today is Tuesday. What day of the week is it 10 days from now?
+Reasoning: Plan, work it out, then check.
+model_id = [0, 1, 0]
+subtasks = ["Say how to count the days.", "Count the days following the plan.", "Check the count and give the final answer."]
+access_list = [[], ["all"], ["all"]]
+
+Example 4
+Question: Complete the sequence of brackets so that it is balanced: ( [ ]
+Reasoning: Two independent answers, then one worker decides.
+model_id = [0, 1, 1]
+subtasks = ["Complete the sequence.", "Complete the sequence.", "Compare the two answers and give the correct one."]
+access_list = [[], [], ["all"]]""",
+}
+CONDUCTOR_DOMAINS = {"numeric": "math", "math": "math", "choice": "choice", "code": "code", "exact": "exact"}
 CONDUCTOR_QUESTION = "Question: {question}\nAvailable workers: {workers}."
 CONDUCTOR_RECURSE = (
     "The workflow's final response was:\n{final}\n\n"
     "If it correctly answers the question, reply with three empty lists (model_id = [], subtasks = [], "
     'access_list = []). Otherwise write a new workflow; ["all"] now also includes this response.'
+)
+CONDUCTOR_RECURSE_NO_SUBTASKS = (
+    "The workflow's final response was:\n{final}\n\n"
+    "If it correctly answers the question, reply with two empty lists (model_id = [], access_list = []). "
+    'Otherwise write a new workflow; ["all"] now also includes this response.'
 )
 WORKER_STEP = "Step {index}: {instruction}\nResponse:\n{response}"
 WORKER_CONTEXT = "Earlier steps of this workflow:\n\n{steps}\n\n"

@@ -18,8 +18,19 @@ response is the answer.
   step always sees it, with the task's answer-format line, so that its response can be scored.
 * ``max_recursions``: afterwards the conductor sees the final response; three empty lists keep
   it, otherwise a new workflow runs in which "all" also includes the previous final response.
-* ``random_subset``: per episode, a random subset of the worker members is offered (relabelled
-  Model 0..k-1; the mapping is recorded), so a trained conductor adapts to any pool.
+* ``random_subset`` (the paper's randomised-pools extension; off by default): per question, a
+  random subset of the worker members is offered (relabelled Model 0..k-1; the mapping is
+  recorded). The subset is a function of the run seed and the question (``meta.question_id`` when
+  the task is a copy, as in the GRPO rollouts), so every sample of one GRPO group sees the same pool.
+* ``few_shot``: the workflow examples in the conductor's prompt: ``out_of_domain`` (the paper's
+  default: four unrelated tasks), ``in_domain`` (four of the item's own kind, by its verifier) or
+  ``none``. ``subtasks=false`` (the paper's ablation): the conductor writes only ``model_id`` and
+  ``access_list`` and every step gets the question alone (plus earlier responses with ``["all"]``).
+
+Each conductor call is recorded in ``meta.calls`` (``node``, ``parsed``, the ``answer`` standing
+after it, the ``reason`` code of a plan error); the RL reward is computed per call from it
+(``rl/objectives.conductor_call_rewards``). A plan that cannot be used is an event ``plan_error``
+with ``reason`` (one of ``PLAN_ERRORS``) and a message, never an exception.
 
 Generations per query: 1 + steps per workflow (at most 1 + max_steps, more with recursion).
 """
@@ -34,9 +45,14 @@ from dataclasses import dataclass, replace
 from workbench.config import ConfigError
 from workbench.models.base import SamplingParams
 from workbench.prompts import (
+    CONDUCTOR_DOMAINS,
+    CONDUCTOR_EXAMPLES,
+    CONDUCTOR_EXAMPLES_IN_DOMAIN,
     CONDUCTOR_QUESTION,
     CONDUCTOR_RECURSE,
-    CONDUCTOR_SYSTEM,
+    CONDUCTOR_RECURSE_NO_SUBTASKS,
+    CONDUCTOR_RULES,
+    CONDUCTOR_RULES_NO_SUBTASKS,
     WORKER_CONTEXT,
     WORKER_INSTRUCTION,
     WORKER_STEP,
@@ -46,6 +62,20 @@ from workbench.protocols.base import ANSWER_NODE, Call, EpisodeContext, Team, de
 from workbench.tasks import Task
 
 MAX_LIST_CHARS = 20_000  # a list literal longer than this is refused before parsing
+MAX_RECURSIONS = 3  # the paper caps the recursive calls; deeper is a configuration error
+FEW_SHOT = ("out_of_domain", "in_domain", "none")
+# why a plan could not be used (``plan_error`` events, ``meta.calls[i].reason``): counted by the analysis
+PLAN_ERRORS = (
+    "missing_list",  # no "name = [" for a list the plan needs
+    "unclosed_list",  # brackets never balance (or the literal is too long)
+    "not_a_literal",  # not a Python literal (code, a call, a dict key that is a list)
+    "length_mismatch",  # the lists differ in length (e.g. an access list longer than the plan)
+    "too_many_steps",  # more than max_steps
+    "unknown_worker",  # a model_id that is not one of the offered Model 0..n-1
+    "bad_subtask",  # a subtask that is not a non-empty string
+    "bad_access",  # an access entry other than [] / ["all"]
+    "empty_first_plan",  # three empty lists at the first call (nothing to keep)
+)
 
 
 @dataclass(frozen=True)
@@ -67,14 +97,22 @@ class ConductorConfig:
     system: str = ""
     conductor_temperature: float = 0.0  # 1.0 when sampling rollouts for RL (the paper)
     conductor_max_tokens: int = 384  # reasoning + three lists (the paper: 1024)
+    few_shot: str = "out_of_domain"  # out_of_domain (the paper) | in_domain | none
+    subtasks: bool = True  # False: the paper's "without subtasks" ablation (steps get only the question)
 
     def __post_init__(self) -> None:
         if not self.worker_members:
             raise ConfigError("protocol.worker_members must name at least one team member")
         if not 1 <= self.max_steps <= 10:
             raise ConfigError(f"protocol.max_steps must be in 1..10, got {self.max_steps}")
-        if self.max_recursions < 0:
-            raise ConfigError(f"protocol.max_recursions must be >= 0, got {self.max_recursions}")
+        if not 0 <= self.max_recursions <= MAX_RECURSIONS:
+            raise ConfigError(
+                f"protocol.max_recursions must be in 0..{MAX_RECURSIONS} (0 = no recursion), got {self.max_recursions}"
+            )
+        if self.few_shot not in FEW_SHOT:
+            raise ConfigError(
+                f"protocol.few_shot must be one of {', '.join(FEW_SHOT)}, got {self.few_shot!r:.60}"
+            )
         if not 1 <= self.min_workers <= len(self.worker_members):
             raise ConfigError(
                 f"protocol.min_workers must be in 1..{len(self.worker_members)}, got {self.min_workers}"
@@ -84,7 +122,12 @@ class ConductorConfig:
 
 
 class PlanError(ValueError):
-    """The conductor's output is not a valid workflow; the message says what is wrong."""
+    """The conductor's output is not a valid workflow; the message says what is wrong, ``reason``
+    names the kind (one of ``PLAN_ERRORS``)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -105,7 +148,7 @@ def _list_literal(text: str, name: str) -> str:
     """The bracketed literal after the last ``name =`` in text (brackets balanced, strings respected)."""
     starts = [m.end() for m in re.finditer(rf"\b{name}\s*+=\s*+\[", text)]
     if not starts:
-        raise PlanError(f"no '{name} = [...]' list")
+        raise PlanError(f"no '{name} = [...]' list", "missing_list")
     start = starts[-1] - 1
     depth, quote, i = 0, None, start
     while i < len(text) and i - start < MAX_LIST_CHARS:
@@ -124,7 +167,9 @@ def _list_literal(text: str, name: str) -> str:
             if depth == 0:
                 return text[start : i + 1]
         i += 1
-    raise PlanError(f"the '{name}' list is not closed (or longer than {MAX_LIST_CHARS} characters)")
+    raise PlanError(
+        f"the '{name}' list is not closed (or longer than {MAX_LIST_CHARS} characters)", "unclosed_list"
+    )
 
 
 def _short(value: object) -> str:
@@ -133,48 +178,100 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_plan(text: str, n_workers: int, max_steps: int) -> Plan:
-    """Read and validate the three lists; raises PlanError with the reason."""
+def parse_plan(text: str, n_workers: int, max_steps: int, subtasks: bool = True) -> Plan:
+    """Read and validate the lists; raises PlanError with the reason.
+
+    ``subtasks=False``: only ``model_id`` and ``access_list`` are read (a ``subtasks`` list the
+    conductor writes anyway is ignored); each step's subtask is then the empty string."""
+    names = ("model_id", "subtasks", "access_list") if subtasks else ("model_id", "access_list")
     values = {}
-    for name in ("model_id", "subtasks", "access_list"):
+    for name in names:
         literal = _list_literal(text, name)
         try:
             values[name] = ast.literal_eval(literal)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:  # TypeError: {[]: 1}
-            raise PlanError(f"'{name}' is not a Python list literal ({type(e).__name__})") from None
+            raise PlanError(
+                f"'{name}' is not a Python list literal ({type(e).__name__})", "not_a_literal"
+            ) from None
         if not isinstance(values[name], list):
-            raise PlanError(f"'{name}' is not a list")
-    ids, subtasks, access = values["model_id"], values["subtasks"], values["access_list"]
-    if not len(ids) == len(subtasks) == len(access):
-        raise PlanError(f"the lists differ in length ({len(ids)}, {len(subtasks)}, {len(access)})")
+            raise PlanError(f"'{name}' is not a list", "not_a_literal")
+    ids, access = values["model_id"], values["access_list"]
+    subs = values["subtasks"] if subtasks else [""] * len(ids)
+    if not len(ids) == len(subs) == len(access):
+        lengths = ", ".join(str(len(values[n])) for n in names)
+        raise PlanError(f"the lists differ in length ({lengths})", "length_mismatch")
     if len(ids) > max_steps:
-        raise PlanError(f"{len(ids)} steps; at most {max_steps} are allowed")
-    for k, (mid, sub, acc) in enumerate(zip(ids, subtasks, access, strict=True)):
+        raise PlanError(f"{len(ids)} steps; at most {max_steps} are allowed", "too_many_steps")
+    for k, (mid, sub, acc) in enumerate(zip(ids, subs, access, strict=True)):
         if isinstance(mid, bool) or not isinstance(mid, int) or not 0 <= mid < n_workers:
-            raise PlanError(f"step {k}: model_id {_short(mid)} is not one of Model 0..{n_workers - 1}")
-        if not isinstance(sub, str) or not sub.strip():
-            raise PlanError(f"step {k}: the subtask is not a non-empty string")
+            raise PlanError(
+                f"step {k}: model_id {_short(mid)} is not one of Model 0..{n_workers - 1}", "unknown_worker"
+            )
+        if subtasks and (not isinstance(sub, str) or not sub.strip()):
+            raise PlanError(f"step {k}: the subtask is not a non-empty string", "bad_subtask")
         if acc == "all":
             acc = ["all"]
         if acc not in ([], ["all"]):
-            raise PlanError(f'step {k}: access {_short(acc)} must be [] or ["all"]')
+            raise PlanError(f'step {k}: access {_short(acc)} must be [] or ["all"]', "bad_access")
         access[k] = acc
-    return Plan(ids, [s.strip() for s in subtasks], access)
+    return Plan(ids, [s.strip() for s in subs], access)
+
+
+def question_id(task: Task) -> str:
+    """The question a task item asks: ``meta.question_id`` for a copy (a GRPO group's samples are
+    copies of one question with ids ``<id>~g<j>``), else its id."""
+    qid = task.meta.get("question_id") if isinstance(task.meta, dict) else None
+    return qid if isinstance(qid, str) else task.id
+
+
+def offered_indices(task: Task, cfg: ConductorConfig, seed: int) -> list[int]:
+    """Indices into ``worker_members`` of the pool shown as Model 0..n-1: all, or (``random_subset``)
+    a random subset per question (seeded by the run seed and the question, never the sample)."""
+    n = len(cfg.worker_members)
+    if not cfg.random_subset:
+        return list(range(n))
+    rng = random.Random(derive_seed(seed, question_id(task), "subset"))
+    size = rng.randint(cfg.min_workers, n)
+    return sorted(rng.sample(range(n), size))
 
 
 def offered_workers(task: Task, cfg: ConductorConfig, seed: int) -> list[str]:
-    """The pool shown as Model 0..n-1: every worker, or (``random_subset``) a random subset per episode."""
-    pool = list(cfg.worker_members)
-    if cfg.random_subset:
-        rng = random.Random(derive_seed(seed, task.id, "subset"))
-        size = rng.randint(cfg.min_workers, len(pool))
-        pool = [pool[i] for i in sorted(rng.sample(range(len(pool)), size))]
-    return pool
+    """The members shown as Model 0..n-1 (see ``offered_indices``)."""
+    return [cfg.worker_members[i] for i in offered_indices(task, cfg, seed)]
+
+
+def worker_labels(cfg: ConductorConfig, indices: list[int]) -> list[str]:
+    """A stable name per offered worker for the routing analysis: the member's name, with its
+    position in ``worker_members`` when the pool holds that member more than once."""
+    counts = {m: cfg.worker_members.count(m) for m in cfg.worker_members}
+    return [
+        cfg.worker_members[i] if counts[cfg.worker_members[i]] == 1 else f"{cfg.worker_members[i]}#{i}"
+        for i in indices
+    ]
+
+
+def few_shot_examples(task: Task, cfg: ConductorConfig) -> str:
+    """The workflow examples of the conductor's prompt ('' for ``few_shot=none``); without
+    subtasks, the examples' ``subtasks`` lines are left out."""
+    if cfg.few_shot == "none":
+        return ""
+    if cfg.few_shot == "in_domain":
+        text = CONDUCTOR_EXAMPLES_IN_DOMAIN[CONDUCTOR_DOMAINS.get(task.verifier, "math")]
+    else:
+        text = CONDUCTOR_EXAMPLES
+    if not cfg.subtasks:
+        text = "\n".join(line for line in text.split("\n") if not line.startswith("subtasks = "))
+    return text
 
 
 def conductor_prompt(task: Task, n_workers: int, cfg: ConductorConfig) -> tuple[str, list[dict[str, str]]]:
-    """The Conductor's system prompt and first user turn for a pool of ``n_workers``."""
-    system = CONDUCTOR_SYSTEM.format(max_steps=cfg.max_steps, last=n_workers - 1)
+    """The Conductor's system prompt and first user turn for a pool of ``n_workers`` (the rules,
+    with or without subtasks, then the ``few_shot`` examples)."""
+    rules = CONDUCTOR_RULES if cfg.subtasks else CONDUCTOR_RULES_NO_SUBTASKS
+    examples = few_shot_examples(task, cfg)
+    system = (f"{rules}\n\n{examples}" if examples else rules).format(
+        max_steps=cfg.max_steps, last=n_workers - 1
+    )
     names = ", ".join(f"Model {i}" for i in range(n_workers))
     return system, [
         {"role": "user", "content": CONDUCTOR_QUESTION.format(question=task.prompt, workers=names)}
@@ -182,35 +279,43 @@ def conductor_prompt(task: Task, n_workers: int, cfg: ConductorConfig) -> tuple[
 
 
 async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext) -> None:
-    pool = offered_workers(task, cfg, ctx.seed)
+    indices = offered_indices(task, cfg, ctx.seed)
+    pool = [cfg.worker_members[i] for i in indices]
+    labels = worker_labels(cfg, indices)
     workers = [team.agent(member, f"model-{i}", "worker", cfg) for i, member in enumerate(pool)]
     ccfg = replace(cfg, temperature=cfg.conductor_temperature, top_p=1.0, max_tokens=cfg.conductor_max_tokens)
     system, chat = conductor_prompt(task, len(pool), cfg)
     conductor = team.agent(cfg.conductor_member, "conductor", "conductor", ccfg, system=system)
     qp = question_prompt(task.prompt, task.verifier)
+    recurse = CONDUCTOR_RECURSE if cfg.subtasks else CONDUCTOR_RECURSE_NO_SUBTASKS
     plans: list[dict] = []
+    calls: list[dict] = []  # per conductor call: node, parsed, the answer standing after it, reason
+    meta = {"plans": plans, "calls": calls, "pool": pool, "workers": labels}
+    ctx.episode.meta.update(meta)  # kept (and filled in) if the budget ends the episode early
     previous_final = None  # (node, content) of the last workflow's answer, for recursion
     final = None
     for call_no in range(cfg.max_recursions + 1):
         cnode = "conductor" if call_no == 0 else f"conductor-{call_no}"
         informed = ("task",) if previous_final is None else ("task", previous_final[0])
         (written,) = await ctx.ask([Call(conductor, chat, cnode, (), call_no, informed)])
+        kept = final.extracted if final is not None else None
         try:
-            plan = parse_plan(written.content, len(pool), cfg.max_steps)
+            plan = parse_plan(written.content, len(pool), cfg.max_steps, cfg.subtasks)
+            if plan.empty and previous_final is None:
+                raise PlanError("the first workflow is empty (nothing to keep)", "empty_first_plan")
         except PlanError as e:
             written.extracted = None
-            ctx.event("plan_error", node=cnode, error=str(e))
-            plans.append({"error": str(e)})
+            ctx.event("plan_error", node=cnode, reason=e.reason, error=str(e))
+            plans.append({"error": str(e), "reason": e.reason})
+            calls.append({"node": cnode, "parsed": False, "answer": kept, "reason": e.reason})
             if previous_final is None:  # no workflow ran: a format failure (reward 0)
-                ctx.finish(None, plan_error=str(e), plans=plans, pool=pool)
+                ctx.finish(None, plan_error=str(e), **meta)
                 return
-            break  # a broken re-plan keeps the previous final answer
+            break  # a broken re-plan keeps the previous final answer (its own reward is 0)
         plans.append(plan.to_dict())
         ctx.event("plan", node=cnode, **plan.to_dict())
+        calls.append({"node": cnode, "parsed": True, "answer": kept})
         if plan.empty:
-            if previous_final is None:
-                ctx.finish(None, plan_error="the first workflow is empty", plans=plans, pool=pool)
-                return
             break  # three empty lists: keep the previous answer
         steps: list[tuple[str, str, str]] = []  # (node, instruction, response)
         if previous_final is not None:
@@ -219,20 +324,22 @@ async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext)
             node = f"step-{k}" if call_no == 0 else f"step-{call_no}.{k}"
             last = k == len(plan.model_id) - 1
             seen = steps if acc == ["all"] else []
-            context = (
-                WORKER_CONTEXT.format(
-                    steps="\n\n".join(
-                        WORKER_STEP.format(index=i + 1, instruction=s[1], response=s[2].strip())
-                        for i, s in enumerate(seen)
-                    )
+            if cfg.subtasks:
+                shown = (
+                    WORKER_STEP.format(index=i + 1, instruction=s[1], response=s[2].strip())
+                    for i, s in enumerate(seen)
                 )
-                if seen
-                else ""
-            )
-            text = WORKER_INSTRUCTION.format(context=context, instruction=sub)
-            if cfg.include_question or last:  # the last step always sees it, with the answer format
-                text = f"{text}\n\n{qp}"
-            informed = (cnode, *(s[0] for s in seen)) + (("task",) if cfg.include_question else ())
+            else:  # without subtasks a step has no instruction: earlier responses only
+                shown = (f"Response {i + 1}:\n{s[2].strip()}" for i, s in enumerate(seen))
+            context = WORKER_CONTEXT.format(steps="\n\n".join(shown)) if seen else ""
+            if cfg.subtasks:
+                text = WORKER_INSTRUCTION.format(context=context, instruction=sub)
+                if cfg.include_question or last:  # the last step always sees it, with the answer format
+                    text = f"{text}\n\n{qp}"
+            else:
+                text = f"{context}{qp}"  # the question is the whole instruction
+            with_question = cfg.include_question or not cfg.subtasks
+            informed = (cnode, *(s[0] for s in seen)) + (("task",) if with_question else ())
             receivers = (ANSWER_NODE,) if last and call_no == cfg.max_recursions else ()
             ctx.add_edge(cnode, node, call_no)
             (reply,) = await ctx.ask(
@@ -250,19 +357,20 @@ async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext)
             steps.append((node, sub, reply.content))
             ctx.propose(reply.extracted)
             final = reply
+            calls[-1]["answer"] = reply.extracted  # so far: the budget may stop the workflow here
         previous_final = (final.sender, final.content)
         if call_no < cfg.max_recursions:
             chat = [
                 *chat,
                 {"role": "assistant", "content": written.content},
-                {"role": "user", "content": CONDUCTOR_RECURSE.format(final=final.content.strip())},
+                {"role": "user", "content": recurse.format(final=final.content.strip())},
             ]
     if not any(
         e["source"] == final.sender and e["target"] == ANSWER_NODE for e in ctx.episode.graph["edges"]
     ):
         ctx.add_node(ANSWER_NODE, "answer", "Answer")  # the workflow ended early (kept answer)
         ctx.add_edge(final.sender, ANSWER_NODE, final.round)
-    ctx.finish(final.extracted, plans=plans, pool=pool, steps=sum(len(p.get("model_id", [])) for p in plans))
+    ctx.finish(final.extracted, steps=sum(len(p.get("model_id", [])) for p in plans), **meta)
 
 
 def generations(cfg: ConductorConfig) -> int:

@@ -65,6 +65,12 @@ class TrainSettings:
     eval_every: int = 0  # steps between dev evaluations (0: only before and after training)
     seed: int = 0
     use_unsloth: bool = False  # CUDA: Unsloth's FastLanguageModel instead of transformers + peft
+    # the Conductor's recursion fine-tune (METHODS.md §2, the paper's values): a share of each step's
+    # questions is played with one forced recursive call (the rest without recursion), and the
+    # rewards of the first-round plans of those episodes are scaled by first_round_discount
+    recursion_finetune: bool = False
+    recursion_share: float = 0.5  # share of each batch's questions forced to recurse once (the paper: half)
+    first_round_discount: float = 0.25  # factor on first-round rewards of recursed episodes (the paper: 0.25)
 
     def __post_init__(self) -> None:
         if self.rollout not in ("offline", "online"):
@@ -78,6 +84,16 @@ class TrainSettings:
             raise ConfigError(
                 f"train.steps must be >= 1 (or 0 with train.warm_start > 0: supervised steps only), "
                 f"got steps={self.steps}, warm_start={self.warm_start}"
+            )
+        if self.group < 2 and self.objective != "sft":
+            raise ConfigError(
+                f"train.group must be >= 2 (a GRPO group compares samples of one prompt), got {self.group}"
+            )
+        if not 0.0 < self.recursion_share <= 1.0:
+            raise ConfigError(f"train.recursion_share must be in (0, 1], got {self.recursion_share}")
+        if not 0.0 <= self.first_round_discount <= 1.0:
+            raise ConfigError(
+                f"train.first_round_discount must be in [0, 1], got {self.first_round_discount}"
             )
         if self.temperature <= 0:
             raise ConfigError("train.temperature must be > 0: GRPO needs sampled groups")
@@ -152,6 +168,8 @@ class TrainConfig:
                 "recipe 'conductor' trains on online rollouts (workers execute each plan): "
                 "set train.rollout=online"
             )
+        if self.train.recursion_finetune and self.recipe != "conductor":
+            raise ConfigError("train.recursion_finetune is the Conductor's; use it with --recipe conductor")
         if self.train.objective == "clpo" and self.train.rollout != "offline":
             raise ConfigError("train.objective=clpo scores slates from the pool: set train.rollout=offline")
         if self.train.warm_start and self.recipe == "maestro":

@@ -504,12 +504,40 @@ def clpo_loss(
 
 
 def conductor_reward(parsed: bool, correct: bool) -> float:
-    """The Conductor's reward (Nielsen et al. 2025; METHODS.md section 2):
+    """The Conductor's reward for one call (Nielsen et al. 2025; METHODS.md section 2):
 
-    r = 0    if the workflow lists could not be parsed (whatever the answer)
+    r = 0    if the call's workflow lists could not be parsed (whatever the answer)
     r = 1    if parsed and the final answer is correct
-    r = 0.5  if parsed (well-formed) but wrong
+    r = 0.5  if parsed (well-formed) but the final answer is wrong or missing (no answer could be
+             extracted from the last step: a prose last step is still a well-formed plan)
     """
     if not parsed:
         return 0.0
     return 1.0 if correct else 0.5
+
+
+def conductor_call_rewards(
+    parsed: list[bool], correct: list[bool], first_round_discount: float = 1.0
+) -> list[float]:
+    """One reward per Conductor call of an episode (the first call, then each recursive re-plan).
+
+        r_c = d^[c < C−1] · conductor_reward(parsed_c, correct_c)
+
+    ``correct_c``: the answer standing after call c is right (call c's own workflow's answer; after
+    a re-plan of three empty lists, the kept answer; for the last call, the episode's final answer).
+    A call whose plan does not parse gets 0 even when the episode keeps an earlier answer: a broken
+    re-plan is rewarded as broken, not with the earlier workflow's reward. Every call followed by
+    another call (a first round that was re-planned) is scaled by ``first_round_discount`` d (the
+    paper's recursion fine-tune: 0.25), so the re-plan carries the final outcome.
+    """
+    if len(parsed) != len(correct):
+        raise ValueError(
+            f"one parse flag per call and one outcome per call: got {len(parsed)} and {len(correct)}"
+        )
+    if not 0.0 <= first_round_discount <= 1.0:
+        raise ValueError(f"first_round_discount must be in [0, 1], got {first_round_discount}")
+    last = len(parsed) - 1
+    return [
+        conductor_reward(p, c) * (first_round_discount if k < last else 1.0)
+        for k, (p, c) in enumerate(zip(parsed, correct, strict=True))
+    ]

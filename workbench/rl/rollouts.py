@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from workbench.config import ConfigError
 from workbench.models.base import Generation, Request, SamplingParams
 from workbench.prompts import Shown, SynthState, question_messages
 from workbench.protocols import PROTOCOLS, EpisodeContext, Member, Team
@@ -267,6 +269,7 @@ def _score_offline(recipe, q, task, slate, g: Generation, tokenizer, protocol_cf
         peers = [bool(a["correct"]) for a in slate]
         info = {"answer": answer, "tagged": tagged, "peers_right": sum(peers), "peers": len(peers)}
         fmt, span = answer is None, None
+    info["group_key"] = [task.id, "central" if recipe == "maestro" else "leader", 0]  # one prompt, one group
     return Sample(
         q,
         task,
@@ -345,13 +348,14 @@ def offline_episode(recipe: str, role: str, sample: Sample, step: int, k: int = 
 class TracingContext(EpisodeContext):
     """An EpisodeContext that also keeps the policy backend's generations (token ids, log-probs)."""
 
-    traces: dict[str, list[Generation]]  # episode_id -> the trained role's generations, in order
+    # episode_id -> the trained role's generations, in order, with the round each was asked in
+    traces: dict[str, list[tuple[int, Generation]]]
 
     async def generate(self, calls):
         gens = await super().generate(calls)
         for call, gen in zip(calls, gens, strict=True):
             if call.agent.backend == "policy" and gen.finish_reason != "error":
-                self.traces.setdefault(self.episode.episode_id, []).append(gen)
+                self.traces.setdefault(self.episode.episode_id, []).append((call.round, gen))
         return gens
 
 
@@ -383,37 +387,77 @@ def trainee_options(recipe: str, role: str, max_tokens: int | None = None) -> di
 def online_samples(recipe, role, tasks, backends, protocol, train, step) -> tuple[list[Sample], list[dict]]:
     """Play each question ``train.group`` times with the trained role on the policy.
 
+    The ``group`` plays of a question are copies of one item (ids ``<id>~g<j>``, ``meta.question_id``
+    the original id) that differ only in their sampling seeds: the trained role's first prompt,
+    and the Conductor's worker subset, are the same for all of them. A GRPO group is keyed
+    explicitly (question, role, round): the trained role's generations in round t of the group's
+    episodes (the Conductor's call t: 0 the first plan, t ≥ 1 a recursive re-plan). Rewards: the
+    Conductor's per call (``conductor_rewards``), correctness of the episode otherwise.
+
+    ``train.recursion_finetune`` (conductor): a ``train.recursion_share`` of the questions, drawn per
+    step, is played with one forced recursive call (``max_recursions=1``), the rest without
+    recursion; first-round rewards of the recursed episodes are scaled by ``first_round_discount``.
+
     Returns the samples and the episodes that failed (each ``{"task_id", "error"}``: counted in
     the step's metrics, never fatal)."""
     from workbench.evaluate import run_episodes
 
-    copies = [replace(t, id=f"{t.id}~g{j}") for t in tasks for j in range(train.group)]
-    traces: dict[str, list[Generation]] = {}
+    def copies(qs: list[int]) -> list[Task]:
+        return [
+            replace(tasks[q], id=f"{tasks[q].id}~g{j}", meta={**tasks[q].meta, "question_id": tasks[q].id})
+            for q in qs
+            for j in range(train.group)
+        ]
+
+    plays = [(list(range(len(tasks))), protocol)]  # (questions, protocol they are played with)
+    forced: set[int] = set()
+    if recipe == "conductor" and train.recursion_finetune:
+        rng = random.Random(derive_seed(train.seed, step, "recurse"))
+        forced = set(rng.sample(range(len(tasks)), round(train.recursion_share * len(tasks))))
+        plays = [
+            ([q for q in range(len(tasks)) if q in forced], _with(protocol, max_recursions=1)),
+            ([q for q in range(len(tasks)) if q not in forced], _with(protocol, max_recursions=0)),
+        ]
+    traces: dict[str, list[tuple[int, Generation]]] = {}
     context = type("Tracing", (TracingContext,), {"traces": traces})
-    episodes, errors, _ = run_episodes(
-        copies,
-        protocol,
-        {"default": backends.frozen, "policy": WithLogprobs(backends.policy)},
-        seed=derive_seed(train.seed, step, "online") % (2**31),
-        team=trainee_team(train.temperature),
-        context=context,
-    )
+    episodes, errors = [], []
+    for qs, proto in plays:
+        if not qs:
+            continue
+        eps, errs, _ = run_episodes(
+            copies(qs),
+            proto,
+            {"default": backends.frozen, "policy": WithLogprobs(backends.policy)},
+            seed=derive_seed(train.seed, step, "online") % (2**31),
+            team=trainee_team(train.temperature),
+            context=context,
+        )
+        episodes += eps
+        errors += errs
     by_id = {t.id: q for q, t in enumerate(tasks)}
+    keys: dict[tuple[str, str, int], int] = {}
     samples = []
     for ep in episodes:
         q = by_id[ep.task_id.rsplit("~g", 1)[0]]
         if recipe == "conductor":
-            from workbench.rl.objectives import conductor_reward
-
-            reward = conductor_reward(parsed=not ep.format_failure, correct=ep.correct)
+            discount = train.first_round_discount if q in forced else 1.0
+            rewards = conductor_rewards(ep, tasks[q], discount)
+            parsed = [bool(c.get("parsed")) for c in ep.meta.get("calls", [])]
+            ep.reward = rewards[-1] if rewards else 0.0
+            ep.meta.update(call_rewards=rewards, forced_recursion=q in forced)
         else:
-            reward = float(ep.correct)
-        ep.reward = reward
+            rewards, parsed = [], []
+            ep.reward = float(ep.correct)
         ep.meta.update(train_step=step, rollout="online")
-        for g in traces.get(ep.episode_id, []):
+        for rnd, g in traces.get(ep.episode_id, []):
+            if recipe == "conductor" and rnd >= len(rewards):
+                continue  # a call the episode did not record (cannot happen; never guessed)
+            reward = rewards[rnd] if recipe == "conductor" else ep.reward
+            fmt = not parsed[rnd] if recipe == "conductor" else ep.format_failure
+            key = (tasks[q].id, role, rnd)
             samples.append(
                 Sample(
-                    q,
+                    keys.setdefault(key, len(keys)),
                     tasks[q],
                     list(g.prompt_ids),
                     list(g.token_ids),
@@ -421,8 +465,56 @@ def online_samples(recipe, role, tasks, backends, protocol, train, step) -> tupl
                     g.text,
                     reward,
                     ep.correct,
-                    ep.format_failure,
+                    fmt,
                     episode=ep,
+                    info={"group_key": list(key)},
                 )
             )
     return samples, errors
+
+
+def _with(protocol, **options):
+    """The protocol config with some options replaced (validated again)."""
+    from workbench.evaluate import ProtocolConfig
+
+    return ProtocolConfig(protocol.name, {**protocol.options, **options})
+
+
+def conductor_rewards(episode, task: Task, first_round_discount: float = 1.0) -> list[float]:
+    """The reward of each Conductor call of an episode (``objectives.conductor_call_rewards``), read
+    from ``meta.calls``: whether each call's plan parsed, and whether the answer standing after it is
+    right (the episode's final answer for the last call; a recorded answer is checked by the task's
+    verifier for the earlier ones)."""
+    from workbench.rl.objectives import conductor_call_rewards
+
+    calls = episode.meta.get("calls") or []
+    parsed = [bool(c.get("parsed")) for c in calls]
+    correct = [
+        bool(episode.correct)
+        if k == len(calls) - 1
+        else c.get("answer") is not None and task.is_correct(c["answer"])
+        for k, c in enumerate(calls)
+    ]
+    return conductor_call_rewards(parsed, correct, first_round_discount)
+
+
+def check_groups(samples: list[Sample], step: int, errors: list[dict]) -> None:
+    """Stop the run when a GRPO group scheduled by the step has fewer than two samples: a group of
+    one has nothing to compare with (advantage 0), so the step would silently not train it.
+
+    Scheduled groups are the first-round ones (round 0 of every question). Later rounds exist only
+    for episodes whose earlier plan ran (recursion), so their size varies; a later-round group of
+    one is counted by the trainer (``small_groups``) and trained with advantage 0."""
+    sizes: Counter = Counter()
+    for s in samples:
+        key = tuple(s.info.get("group_key", (s.task.id, "?", 0)))
+        sizes[key] += 1
+    small = [k for k, n in sizes.items() if n < 2 and k[2] == 0]
+    if small:
+        task_id, role, rnd = small[0]
+        why = f"; {len(errors)} rollout episode(s) failed, e.g. {errors[0]}" if errors else ""
+        raise ConfigError(
+            f"step {step}: the GRPO group of question '{task_id}' (role {role}, round {rnd}) has "
+            f"{sizes[small[0]]} sample(s) ({len(small)} such group(s)); every group needs at least 2 "
+            f"samples of one prompt: set train.group >= 2{why}"
+        )

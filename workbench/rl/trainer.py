@@ -65,6 +65,7 @@ from workbench.rl.rollouts import (
     Sample,
     Slate,
     build_pool,
+    check_groups,
     offline_episode,
     offline_samples,
     online_samples,
@@ -537,6 +538,8 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
             recipe, {**cfg.protocol.options, **trainee_options(recipe, role, t.max_tokens), **strict}
         )
         samples, errors = online_samples(recipe, role, batch, backends, protocol, t, step)
+    if t.objective != "sft":
+        check_groups(samples, step, errors)  # a group of fewer than two stops the run, with the reason
     t_roll = time.perf_counter() - t0
     rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
     groups = torch.tensor([s.group for s in samples], dtype=torch.long)
@@ -776,6 +779,9 @@ def _metrics(cfg, samples, rewards, groups, stats, step, optimizer) -> dict[str,
             format_failure_rate=float(np.mean([s.format_failure for s in samples])),
             completion_length=float(np.mean([len(s.completion_ids) for s in samples])),
             samples=len(samples),
+            groups=len(stds),
+            # later-round groups (recursion) with one sample: advantage 0 (rollouts.check_groups)
+            small_groups=int(sum(int((groups == g).sum()) < 2 for g in groups.unique())),
         )
         with_lp = [s for s in samples if s.sample_logprobs]
         if with_lp:

@@ -83,17 +83,17 @@ PLANS = (
 )
 
 
-def conductor_plan(n_workers: int, max_steps: int, rng: random.Random) -> str:
-    """A well-formed workflow: a template shape (at most ``max_steps`` steps) with random workers."""
+def conductor_plan(n_workers: int, max_steps: int, rng: random.Random, with_subtasks: bool = True) -> str:
+    """A well-formed workflow: a template shape (at most ``max_steps`` steps) with random workers
+    (``with_subtasks=False``: the two lists of the no-subtasks ablation)."""
     shapes = [p for p in PLANS if len(p[1]) <= max_steps]
     reason, subtasks, access = shapes[rng.randrange(len(shapes))]
     ids = [rng.randrange(n_workers) for _ in subtasks]
-    text = (
-        f"Reasoning: {reason}\nmodel_id = {ids!r}\nsubtasks = {subtasks!r}\naccess_list = {access!r}".replace(
-            "'", '"'
-        )
-    )
-    parse_plan(text, n_workers, max_steps)  # a demonstration that does not parse is a bug here
+    lines = [f"Reasoning: {reason}", f"model_id = {ids!r}"]
+    if with_subtasks:
+        lines.append(f"subtasks = {subtasks!r}")
+    text = "\n".join([*lines, f"access_list = {access!r}"]).replace("'", '"')
+    parse_plan(text, n_workers, max_steps, with_subtasks)  # a demonstration that does not parse is a bug here
     return text
 
 
@@ -126,7 +126,7 @@ def demonstrations(
             n = len(offered_workers(task, protocol_cfg, derive_seed(seed, step, "warm-subset")))
             system, chat = conductor_prompt(task, n, protocol_cfg)
             messages = [{"role": "system", "content": system}, *chat]
-            target = conductor_plan(n, protocol_cfg.max_steps, rng)
+            target = conductor_plan(n, protocol_cfg.max_steps, rng, protocol_cfg.subtasks)
         ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         samples.append(
             Sample(

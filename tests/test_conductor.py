@@ -1,0 +1,266 @@
+"""The Conductor's training pieces: the reward per call, GRPO groups that share their prompt and pool,
+the recursion fine-tune, the ablation switches and hostile plans. Protocol logic runs on the scripted
+backend; the real-model step is tests/test_rl_train.py::test_leader_offline_and_conductor_online_take_a_step."""
+
+import re
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+
+from workbench.config import ConfigError
+from workbench.evaluate import ProtocolConfig, run_episodes
+from workbench.models.scripted import ScriptedBackend
+from workbench.protocols.conductor import PLAN_ERRORS, ConductorConfig, PlanError, parse_plan
+from workbench.rl.config import TrainConfig
+from workbench.rl.objectives import conductor_call_rewards, conductor_reward
+from workbench.rl.rollouts import check_groups, conductor_rewards, online_samples
+from workbench.tasks import TaskConfig, load_tasks
+
+
+def arithmetic(limit):
+    return load_tasks(TaskConfig.from_flat({"name": "arithmetic", "limit": limit})).tasks
+
+
+def value(req) -> int:
+    text = "\n".join(m["content"] for m in req.messages)
+    return eval(re.findall(r"What is (.+?)\?", text)[-1])
+
+
+def is_conductor(req) -> bool:
+    return req.messages[0]["content"].startswith("You are the Conductor")
+
+
+def replan(req) -> bool:
+    return "final response was" in req.messages[-1]["content"]
+
+
+ONE = 'model_id = [0]\nsubtasks = ["Solve it."]\naccess_list = [[]]'
+TWO = 'model_id = [0, 1]\nsubtasks = ["Solve it.", "Check it."]\naccess_list = [[], ["all"]]'
+
+
+def play(reply, options=None, task=None):
+    """One conductor episode on the scripted backend, and its per-call rewards (discount 0.25)."""
+    task = task or arithmetic(1)[0]
+    backend = ScriptedBackend(reply)
+    (ep,), errors, _ = run_episodes([task], ProtocolConfig("conductor", options or {}), backend)
+    assert errors == []
+    return ep, conductor_rewards(ep, task, 0.25), backend
+
+
+# ---------------------------------------------------------------- the reward
+@pytest.mark.parametrize(
+    "parsed, correct, discount, rewards",
+    [
+        ([False], [False], 0.25, [0.0]),
+        ([False], [True], 0.25, [0.0]),  # a right answer never rescues an unparsed plan
+        ([True], [False], 0.25, [0.5]),
+        ([True], [True], 0.25, [1.0]),
+        ([True, True], [False, True], 0.25, [0.125, 1.0]),  # first round discounted
+        ([True, False], [True, True], 0.25, [0.25, 0.0]),  # a broken re-plan: its own 0
+        ([True, True], [True, True], 1.0, [1.0, 1.0]),
+    ],
+)
+def test_conductor_call_rewards_by_hand(parsed, correct, discount, rewards):
+    assert conductor_call_rewards(parsed, correct, discount) == rewards
+    assert [conductor_reward(p, c) for p, c in zip(parsed, correct, strict=True)][-1] == rewards[-1]
+
+
+def test_conductor_call_rewards_refuse_bad_input():
+    with pytest.raises(ValueError, match="one parse flag per call"):
+        conductor_call_rewards([True], [True, False])
+    with pytest.raises(ValueError, match="first_round_discount must be in"):
+        conductor_call_rewards([True], [True], 1.5)
+
+
+def test_reward_of_each_branch_on_real_episodes():
+    # unparseable plan: 0
+    ep, r, _ = play(lambda req, j: "I would ask Model 1.")
+    assert r == [0.0] and ep.meta["calls"][0]["reason"] == "missing_list"
+    # well-formed, right: 1; well-formed, wrong: 0.5
+    _, r, _ = play(lambda req, j: ONE if is_conductor(req) else f"Answer: {value(req)}")
+    assert r == [1.0]
+    _, r, _ = play(lambda req, j: ONE if is_conductor(req) else f"Answer: {value(req) + 1}")
+    assert r == [0.5]
+    # a prose last step: no answer can be extracted, but the plan is well-formed: 0.5, not 0
+    ep, r, _ = play(lambda req, j: TWO if is_conductor(req) else "Looks fine to me, nothing to add.")
+    assert ep.format_failure and ep.final_answer is None and r == [0.5]
+    # an empty first plan has nothing to keep: 0
+    ep, r, _ = play(lambda req, j: "model_id = []\nsubtasks = []\naccess_list = []")
+    assert r == [0.0] and ep.meta["calls"][0]["reason"] == "empty_first_plan"
+
+
+def test_reward_of_a_recursion_is_per_call():
+    def broken(req, j):  # right first workflow, then a re-plan that does not parse
+        if is_conductor(req):
+            return "model_id = [0, 1" if replan(req) else ONE
+        return f"Answer: {value(req)}"
+
+    ep, r, _ = play(broken, {"max_recursions": 1})
+    assert ep.correct and r == [0.25, 0.0]  # the episode keeps its answer; the broken call earns 0
+    assert [e["reason"] for e in ep.events if e["type"] == "plan_error"] == ["unclosed_list"]
+
+    def fixes(req, j):  # wrong first workflow; the re-plan's worker, seeing it, gets it right
+        if is_conductor(req):
+            return 'model_id = [1]\nsubtasks = ["Fix it."]\naccess_list = [["all"]]' if replan(req) else ONE
+        seen = "previous final response" in req.messages[-1]["content"]
+        return f"Answer: {value(req) + (0 if seen else 1)}"
+
+    opts = {"max_recursions": 1}
+    ep, r, _ = play(fixes, opts)
+    assert ep.correct and r == [0.125, 1.0]
+
+    def keeps(req, j):  # wrong first answer kept by three empty lists: parsed, wrong
+        if is_conductor(req):
+            return "model_id = []\nsubtasks = []\naccess_list = []" if replan(req) else ONE
+        return f"Answer: {value(req) + 1}"
+
+    ep, r, _ = play(keeps, opts)
+    assert not ep.correct and r == [0.125, 0.5]
+
+
+# ---------------------------------------------------------------- hostile plans
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('model_id = [7]\nsubtasks = ["x"]\naccess_list = [[]]', "unknown_worker"),
+        ('model_id = [0]\nsubtasks = ["x"]\naccess_list = [[], ["all"], []]', "length_mismatch"),
+        ('model_id = [0]\nsubtasks = ["x"]\naccess_list = [[2]]', "bad_access"),
+        ('model_id = [0]\nsubtasks = [""]\naccess_list = [[]]', "bad_subtask"),
+        ("model_id = [0]\nsubtasks = [open('x')]\naccess_list = [[]]", "not_a_literal"),
+        ("model_id = [0,0,0,0]\nsubtasks = ['a','b','c','d']\naccess_list = [[],[],[],[]]", "too_many_steps"),
+    ],
+)
+def test_a_bad_plan_is_a_counted_failure_with_its_reason(text, reason):
+    assert reason in PLAN_ERRORS
+    with pytest.raises(PlanError) as e:
+        parse_plan(text, 3, 3)
+    assert e.value.reason == reason
+    ep, r, _ = play(lambda req, j: text, {"max_steps": 3})
+    (event,) = [e for e in ep.events if e["type"] == "plan_error"]
+    assert event["reason"] == reason and event["error"] and ep.format_failure and r == [0.0]
+
+
+def test_recursion_deeper_than_allowed_is_a_config_error():
+    ConductorConfig(max_recursions=3)
+    for depth in (4, -1):
+        with pytest.raises(ConfigError, match="max_recursions must be"):
+            ProtocolConfig("conductor", {"max_recursions": depth})
+
+
+# ---------------------------------------------------------------- ablation switches
+def test_few_shot_modes_and_subtasks_switch():
+    task = arithmetic(1)[0]
+    prompts = {}
+    for mode in ("out_of_domain", "in_domain", "none"):
+        _, _, backend = play(lambda req, j: "no plan", {"few_shot": mode}, task)
+        prompts[mode] = backend.calls[0][0].messages[0]["content"]
+    assert "haiku" in prompts["out_of_domain"] and "Example 4" in prompts["out_of_domain"]
+    assert "train travels" in prompts["in_domain"] and "haiku" not in prompts["in_domain"]
+    assert "Example" not in prompts["none"] and "model_id = [...]" in prompts["none"]
+    with pytest.raises(ConfigError, match="few_shot must be one of"):
+        ProtocolConfig("conductor", {"few_shot": "some"})
+
+    def reply(req, j):
+        return (
+            'model_id = [0, 1]\naccess_list = [[], ["all"]]' if is_conductor(req) else f"Answer: {value(req)}"
+        )
+
+    ep, r, backend = play(reply, {"subtasks": False})
+    system = backend.calls[0][0].messages[0]["content"]
+    assert "subtasks" not in system and "two Python lists" in system
+    step_prompts = [b[0].messages[-1]["content"] for b in backend.calls[1:]]
+    assert all("Your instruction" not in p and task.prompt in p for p in step_prompts)
+    assert "Response 1:" in step_prompts[1] and ep.correct and r == [1.0]
+    assert parse_plan("model_id = [1]\naccess_list = [[]]", 2, 5, subtasks=False).subtasks == [""]
+
+
+# ---------------------------------------------------------------- GRPO groups
+class PolicyScript(ScriptedBackend):
+    """The scripted backend with the token ids a rollout keeps (a prompt's ids: its characters)."""
+
+    def generate(self, requests):
+        gens = super().generate(requests)
+        per = [r for r in requests for _ in range(r.sampling.n)]
+        return [
+            replace(g, prompt_ids=[ord(c) % 256 for m in r.messages for c in m["content"]])
+            for g, r in zip(gens, per, strict=True)
+        ]
+
+
+def test_a_group_shares_its_pool_and_prompt_and_is_keyed_by_question_role_round():
+    tasks = arithmetic(4)
+
+    def reply(req, j):
+        if is_conductor(req):
+            return TWO if replan(req) else ONE
+        return f"Answer: {value(req)}"
+
+    cfg = TrainConfig.load(
+        "conductor",
+        [
+            "train.group=4",
+            "protocol.random_subset=true",
+            "protocol.max_recursions=0",
+            "train.recursion_finetune=true",
+        ],
+    )
+    protocol = ProtocolConfig("conductor", {**cfg.protocol.options, "conductor_member": "trainee"})
+    backends = SimpleNamespace(frozen=ScriptedBackend(reply), policy=PolicyScript(reply))
+    samples, errors = online_samples("conductor", "conductor", tasks, backends, protocol, cfg.train, 1)
+    assert errors == []
+    by_key = {}
+    for s in samples:
+        by_key.setdefault(tuple(s.info["group_key"]), []).append(s)
+    first = {k: v for k, v in by_key.items() if k[2] == 0}
+    assert len(first) == 4 and all(len(v) == 4 for v in first.values())
+    for (_, role, _), group in first.items():
+        assert role == "conductor"
+        assert len({tuple(s.prompt_ids) for s in group}) == 1  # one prompt
+        assert len({tuple(s.episode.meta["pool"]) for s in group}) == 1  # one pool
+        assert len({s.group for s in group}) == 1
+    assert len({s.group for s in samples}) == len(by_key)  # one group id per key
+    # the recursion fine-tune: half the questions recurse once (a round-1 group each), first-round
+    # rewards of those are discounted
+    forced = {k[0] for k in by_key if k[2] == 1}
+    assert len(forced) == 2 and all(len(by_key[(q, "conductor", 1)]) == 4 for q in forced)
+    for s in samples:
+        if s.info["group_key"][2] == 1:
+            assert s.reward == 1.0
+        elif s.task.id in forced:
+            assert s.reward == 0.25 and s.episode.meta["forced_recursion"]
+        else:
+            assert s.reward == 1.0 and "conductor-1" not in {m.sender for m in s.episode.messages}
+    # a random subset is per question: across questions, pools may differ; the seed decides
+    check_groups(samples, 1, errors)
+
+
+def test_a_group_of_one_stops_the_run_with_the_reason():
+    tasks = arithmetic(2)
+    cfg = TrainConfig.load("conductor", ["train.group=2"])
+    protocol = ProtocolConfig("conductor", {**cfg.protocol.options, "conductor_member": "trainee"})
+    backends = SimpleNamespace(frozen=ScriptedBackend("Answer: 1"), policy=PolicyScript(lambda r, j: ONE))
+    samples, errors = online_samples("conductor", "conductor", tasks, backends, protocol, cfg.train, 1)
+    check_groups(samples, 1, errors)
+    with pytest.raises(ConfigError, match=r"has 1 sample\(s\).*at least 2"):
+        check_groups(samples[1:], 3, errors)
+    # a later-round group of one (only one first plan ran) is counted, not fatal
+    late = replace(samples[0], info={"group_key": [tasks[0].id, "conductor", 1]})
+    check_groups([*samples, late], 3, errors)
+    with pytest.raises(ConfigError, match="train.group must be >= 2"):
+        TrainConfig.load("leader", ["train.group=1"])
+    TrainConfig.load("maestro", ["train.group=1", "train.objective=sft"])  # SFT compares nothing
+
+
+def test_recursion_fields_are_validated():
+    cfg = TrainConfig.load("conductor")
+    assert not cfg.protocol.options["random_subset"]  # the base recipe: one pool for every sample
+    assert (cfg.train.recursion_share, cfg.train.first_round_discount) == (0.5, 0.25)
+    for bad, msg in (
+        ("train.recursion_share=0", "recursion_share must be in"),
+        ("train.first_round_discount=2", "first_round_discount must be in"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            TrainConfig.load("conductor", [bad])
+    with pytest.raises(ConfigError, match="recursion_finetune is the Conductor's"):
+        TrainConfig.load("leader", ["train.recursion_finetune=true"])
