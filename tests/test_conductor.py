@@ -264,3 +264,87 @@ def test_recursion_fields_are_validated():
             TrainConfig.load("conductor", [bad])
     with pytest.raises(ConfigError, match="recursion_finetune is the Conductor's"):
         TrainConfig.load("leader", ["train.recursion_finetune=true"])
+
+
+# ---------------------------------------------------------------- routing analysis
+def _conductor_run(tmp, name, plan):
+    from workbench.evaluate import EvalConfig, run_eval
+
+    out = tmp / name
+    cfg = EvalConfig.build({}, task="arithmetic", protocol="conductor", limit=4, out=str(out))
+    run_eval(
+        cfg,
+        backend=ScriptedBackend(lambda req, j: plan if is_conductor(req) else f"Answer: {value(req)}"),
+        progress=False,
+    )
+    return out
+
+
+def test_routing_of_two_runs_in_analyze_and_its_figure(tmp_path):
+    import json
+
+    from workbench.analysis.analyze import AnalyzeOptions, analyze
+    from workbench.analysis.figures import run_figures
+
+    before = _conductor_run(tmp_path, "untrained", ONE)
+    after = _conductor_run(tmp_path, "trained", TWO.replace("[0, 1]", "[1, 2]"))
+    result = analyze([before, after], out=tmp_path / "cmp", options=AnalyzeOptions(embed=False, png=False))
+    (b,), (a,) = (r["routing"]["rows"] for r in result["runs"])
+    assert b["family"] == "arithmetic" and b["phase"] == "run" and b["episodes"] == b["planned"] == 4
+    assert b["worker_share"] == {"default#0": 1.0} and b["final_worker"] == {"default#0": 1.0}
+    assert a["worker_share"] == {"default#1": 0.5, "default#2": 0.5} and a["final_worker"] == {
+        "default#2": 1.0
+    }
+    assert a["length"] == {"2": 4} and a["mean_length"] == 2 and a["access"] == {"[] all": 4}
+    comp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [len(r["rows"]) for r in comp["routing"]] == [1, 1]
+    on_disk = json.loads((after / "analysis.json").read_text())
+    assert on_disk["routing"]["rows"][0]["final_worker"] == {"default#2": 1.0}
+    assert "routing" in run_figures(on_disk)
+
+
+def test_routing_before_vs_after_per_family_and_hostile_plans():
+    from workbench.analysis.routing import episode_family, routing_analysis
+
+    def ep(task_id, plans, workers=None, **meta):
+        return {
+            "protocol": "conductor",
+            "task_id": task_id,
+            "correct": True,
+            "meta": {"plans": plans, "workers": workers or ["a", "b"], **meta},
+        }
+
+    p0 = {"model_id": [0], "subtasks": ["x"], "access_list": [[]]}
+    p1 = {"model_id": [0, 1], "subtasks": ["x", "y"], "access_list": [[], ["all"]]}
+    eps = [
+        ep("math:1", [p0], eval=True, eval_step=0),
+        ep("math:2", [{"error": "no list", "reason": "missing_list"}], eval=True, eval_step=0),
+        ep("math:1", [p1], eval=True, eval_step=30),
+        ep(
+            "q7",
+            [p1, {"model_id": [], "subtasks": [], "access_list": []}],
+            family="code",
+            eval=True,
+            eval_step=30,
+        ),
+        ep("math:9~g3", [p1], train_step=4),  # a sampled training episode: not in either phase
+        ep("math:3", "not a list", eval=True, eval_step=30),
+        ep("math:4", [{"model_id": ["0"], "access_list": [[]]}, 5], eval=True, eval_step=30),
+        ep("math:5", [p0], workers="oops", eval=True, eval_step=30),
+    ]
+    out = routing_analysis(eps, "mix")
+    assert out["eval_steps"] == [0, 30]
+    rows = {(r["family"], r["phase"]): r for r in out["rows"]}
+    assert set(rows) == {("math", "before"), ("math", "after"), ("code", "after")}
+    before, after = rows[("math", "before")], rows[("math", "after")]
+    assert (
+        before["episodes"] == 2
+        and before["planned"] == 1
+        and before["failure_reasons"] == {"missing_list": 1}
+    )
+    assert after["episodes"] == 4 and after["planned"] == 2
+    assert after["worker_share"] == {"Model 0": round(1 / 3, 4), "a": round(1 / 3, 4), "b": round(1 / 3, 4)}
+    assert after["failure_reasons"] == {"unrecorded": 2}
+    assert rows[("code", "after")]["final_worker"] == {"b": 1.0}  # an empty re-plan keeps the workflow
+    assert episode_family({"task_id": "x-1", "meta": {}}, "arithmetic") == "arithmetic"
+    assert routing_analysis([{"protocol": "vote"}], "x") is None

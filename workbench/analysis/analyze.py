@@ -3,14 +3,16 @@
 Per run folder it writes
 
     analysis.json     diversity, coverage/identification, per-agent credit, accuracy by agents
-                      right, overrides, conductor workflows, decision vs rationale, training steps
+                      right, overrides, conductor workflows and routing (per task family, before
+                      vs after training: analysis/routing.py), decision vs rationale, training steps
     analysis.html     the figures (workbench/analysis/figures.py), plotly.js embedded: opens offline
     figures/*.png     the same figures as pictures, when kaleido can find a Chromium to render them
     replay_cache.jsonl  replies of counterfactual replays (only with a model), reused next time
 
 and with several runs a comparison folder (``out``) with ``comparison.json``/``comparison.html``:
 accuracy with bootstrap CIs, paired tests on shared items (exact McNemar and paired bootstrap),
-seed aggregation per (task, protocol), and first-round coverage next to single-agent accuracy.
+seed aggregation per (task, protocol), first-round coverage next to single-agent accuracy, and the
+Conductor's routing of each run side by side (``routing``: an untrained vs a trained conductor).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from workbench.analysis import credit
 from workbench.analysis.conductor import conductor_analysis
 from workbench.analysis.diversity import Embedder, run_diversity
 from workbench.analysis.pools import Judge, rounds
+from workbench.analysis.routing import routing_analysis
 from workbench.analysis.stats import mean_ci, paired_bootstrap, paired_outcomes, seed_aggregate
 from workbench.config import ConfigError
 from workbench.runs import atomic_write, read_config, read_episodes
@@ -114,6 +117,7 @@ def analyze_run(
             )  # fmt: skip
     if protocol == "conductor":
         a["conductor"] = conductor_analysis(eps, judge)
+        a["routing"] = routing_analysis(eps, meta["task"])  # per family, before vs after training
     if protocol == "maestro" and opts.rationale_limit > 0 and backend is not None:
         from workbench.analysis.rationale import rationale_analysis
 
@@ -208,6 +212,9 @@ def compare_analyses(analyses: list[dict], episodes: dict[str, list[dict]]) -> d
         "runs": runs,
         "paired": paired,
         "seeds": [{"task": t, "protocol": p, **seed_aggregate(v)} for (t, p), v in sorted(seeds.items())],
+        "routing": [
+            {"label": labels[a["run"]], "rows": a["routing"]["rows"]} for a in analyses if a.get("routing")
+        ],
         "coverage_vs_single": [
             {
                 "label": r["label"],

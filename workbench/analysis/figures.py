@@ -169,6 +169,57 @@ def conductor_figure(a: dict) -> go.Figure | None:
     return fig
 
 
+PALETTE = [BLUE, ORANGE, GREEN, RED, "#7c3aed", "#0891b2", "#db2777", "#65a30d", GREY, "#92400e"]
+
+
+def routing_figure(a: dict) -> go.Figure | None:
+    """The Conductor's routing per task family and phase (before / after training, or the run):
+    stacked shares of steps per worker, of the answering step's worker, and of access-list shapes,
+    and the mean length of the first workflow."""
+    rows = [r for r in (a.get("routing") or {}).get("rows") or [] if r.get("planned")]
+    if not rows:
+        return None
+    x = [f"{r['family']} · {r['phase']} (n={r['episodes']})" for r in rows]
+    fig = make_subplots(
+        rows=1,
+        cols=4,
+        subplot_titles=[
+            "share of steps per worker",
+            "worker of the answering step",
+            "access-list shape",
+            "mean steps",
+        ],
+    )
+    workers = sorted({w for r in rows for key in ("worker_share", "final_worker") for w in r[key]})
+    colour = {w: PALETTE[i % len(PALETTE)] for i, w in enumerate(workers)}
+    for col, key in ((1, "worker_share"), (2, "final_worker")):
+        for w in workers:
+            fig.add_trace(
+                go.Bar(
+                    x=x, y=[r[key].get(w, 0.0) for r in rows], name=w, marker_color=colour[w],
+                    legendgroup=w, showlegend=col == 1,
+                ), row=1, col=col,
+            )  # fmt: skip
+    shapes = list(dict.fromkeys(s for r in rows for s in r["access"]))
+    for i, shape in enumerate(shapes):
+        fig.add_trace(
+            go.Bar(
+                x=x, y=[r["access"].get(shape, 0) / r["planned"] for r in rows], name=f"access {shape}",
+                marker_color=PALETTE[-1 - i % len(PALETTE)], marker_pattern_shape="/", showlegend=True,
+            ), row=1, col=3,
+        )  # fmt: skip
+    fig.add_trace(
+        go.Bar(x=x, y=[r["mean_length"] for r in rows], marker_color=GREY, showlegend=False), row=1, col=4
+    )
+    fig.update_layout(
+        title=_title(a, "Conductor routing per task family (shares of planned episodes)"),
+        barmode="stack",
+        height=420,
+        **LAYOUT,
+    )
+    return fig
+
+
 def train_step_figure(a: dict) -> go.Figure | None:
     rows = a.get("coverage_by_train_step") or (a.get("conductor") or {}).get("by_train_step")
     if not rows:
@@ -224,6 +275,7 @@ RUN_FIGURES = {
     "credit": credit_figure,
     "agents_right": agents_right_figure,
     "conductor": conductor_figure,
+    "routing": routing_figure,
     "train_steps": train_step_figure,
     "rationale": rationale_figure,
 }
