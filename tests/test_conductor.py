@@ -311,6 +311,7 @@ def test_routing_before_vs_after_per_family_and_hostile_plans():
             "protocol": "conductor",
             "task_id": task_id,
             "correct": True,
+            "messages": [],
             "meta": {"plans": plans, "workers": workers or ["a", "b"], **meta},
         }
 
@@ -348,3 +349,6 @@ def test_routing_before_vs_after_per_family_and_hostile_plans():
     assert rows[("code", "after")]["final_worker"] == {"b": 1.0}  # an empty re-plan keeps the workflow
     assert episode_family({"task_id": "x-1", "meta": {}}, "arithmetic") == "arithmetic"
     assert routing_analysis([{"protocol": "vote"}], "x") is None
+    from workbench.analysis.conductor import conductor_analysis
+
+    assert conductor_analysis(eps)["failure_reasons"] == {"missing_list": 1, "unrecorded": 2}

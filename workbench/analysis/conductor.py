@@ -6,6 +6,7 @@ not be parsed) and its worker messages (``step-k``; ``step-c.k`` after a recursi
     workers_by_position   counts[k][w] = workflows whose step k ran on worker "Model w"
     length                distribution of the first workflow's number of steps
     format_failure_rate   episodes whose first plan could not be parsed (reward 0)
+    failure_reasons       plans (every call) that could not be used, by ``reason`` (conductor.PLAN_ERRORS)
     per_step              for each step position k: the share of steps with a correct answer, and
                           Δ_k = acc_k − acc_{k−1} over workflows that reached step k (what step k added)
     by_train_step         the same rates per ``meta.train_step`` (training runs)
@@ -37,8 +38,12 @@ def conductor_analysis(episodes: list[dict], judge: Judge | None = None) -> dict
     step_right: dict[int, list[float]] = defaultdict(list)
     step_gain: dict[int, list[float]] = defaultdict(list)
     recursed = 0
+    reasons: Counter = Counter()
     for ep in eps:
         plans = _plans(ep)
+        reasons.update(
+            p["reason"] if isinstance(p.get("reason"), str) else "unrecorded" for p in plans if "error" in p
+        )
         first = plans[0] if plans else {"error": "no plan recorded"}
         if "error" in first:
             failures += 1
@@ -64,6 +69,7 @@ def conductor_analysis(episodes: list[dict], judge: Judge | None = None) -> dict
         "length": {str(k): lengths[k] for k in sorted(lengths)},
         "mean_length": sum(k * c for k, c in lengths.items()) / max(1, sum(lengths.values())),
         "recursions": recursed,
+        "failure_reasons": dict(sorted(reasons.items())),
         "workers_by_position": [
             {"position": k, "counts": [workers[k].get(w, 0) for w in range(pool)]} for k in positions
         ],
@@ -89,7 +95,10 @@ def _plans(ep: dict) -> list[dict]:
         out.append(
             p
             if ok
-            else {"error": p.get("error", "malformed plan") if isinstance(p, dict) else "malformed plan"}
+            else {
+                "error": p.get("error", "malformed plan") if isinstance(p, dict) else "malformed plan",
+                "reason": p.get("reason") if isinstance(p, dict) else None,
+            }
         )
     return out
 

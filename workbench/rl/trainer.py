@@ -11,7 +11,8 @@ What a run folder holds (``runs/<time>-train-<recipe>/``)::
     pool.jsonl         offline rollouts: the frozen agents' answers (reusable: pool.path)
     metrics.jsonl      one line per step: reward, reward_std, frac_reward_zero_std, kl, entropy,
                        completion_length, clip_ratio, grad_norm, lr, accuracy, format_failure_rate,
-                       and per recipe coverage/identification (maestro)
+                       groups, small_groups (later-round groups of one: advantage 0), and per
+                       recipe coverage/identification (maestro)
     episodes.jsonl     the training episodes, with meta.train_step and meta.advantage (the viewer
                        shows them live), then the dev evaluations' episodes (meta.eval)
     evals.jsonl        dev-split evaluations at a fixed protocol budget: before, every
