@@ -21,6 +21,7 @@ from pathlib import Path
 from workbench.config import ConfigError, parse_overrides
 from workbench.protocols import PROTOCOLS
 from workbench.report import format_table
+from workbench.run_config import apply_flags
 from workbench.runs import default_root
 
 DEMO_ITEMS = 24
@@ -184,9 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.allow_config_change:
         raise ConfigError("--allow-config-change goes with --resume RUN_DIR")
     else:
-        overrides = parse_overrides(args.set or [])
-        if args.out:
-            overrides["out"] = args.out
+        overrides = apply_flags(parse_overrides(args.set or []), {"out": ("--out", args.out)})
         result = train(TrainConfig.load(args.recipe, overrides), runs_root=args.runs)
     s = result.summary
     b, a, p = s["before"], s["after"], s["after_vs_before"]
@@ -260,30 +259,34 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run a protocol on a task and write a run folder")
     e.add_argument(
         "--task",
-        default="arithmetic",
+        default=None,
         help="arithmetic | gsm8k | math500 | amc23 | aime24 | bbh[:SUBTASK] | mmlu[:stem|:SUBJECT] | svamp | "
-        "mawps | gpqa[:main|:extended] | jsonl:PATH (default: arithmetic; see docs/tasks.md)",
+        "mawps | gpqa[:main|:extended] | jsonl:PATH | mix:TASK,TASK,... (default: arithmetic; see docs/tasks.md)",
     )
-    e.add_argument("--protocol", default="single", help=f"{' | '.join(PROTOCOLS)} (default: single)")
+    e.add_argument("--protocol", default=None, help=f"{' | '.join(PROTOCOLS)} (default: single)")
     e.add_argument(
         "--model",
-        default="smollm2",
+        default=None,
         help="smollm2 | org/name | local path, optionally +ADAPTER_DIR | openai:URL#MODEL | vllm:MODEL "
         "(see docs/backends.md)",
     )
-    e.add_argument("--limit", type=int, default=8, help="number of items (default: 8)")
-    e.add_argument("--split", default="test", help="train | dev | test (default: test; tune on dev)")
+    e.add_argument("--limit", type=int, default=None, help="number of items (default: 8)")
+    e.add_argument("--split", default=None, help="train | dev | test (default: test; tune on dev)")
     e.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=None,
         help="sampling seed (default: 0); the items stay the same (task.seed picks other arithmetic items)",
     )
-    e.add_argument("--out", default="", help="run folder (default: runs/<time>-<task>-<protocol>)")
+    e.add_argument("--out", default=None, help="run folder (default: runs/<time>-<task>-<protocol>)")
     e.add_argument(
         "--runs", default=None, help="root folder for runs without --out (default: runs/ in the checkout)"
     )
-    _add_set(e, "override any config key, e.g. protocol.n=9 task.digits=2 model.dtype=fp32")
+    _add_set(
+        e,
+        "override any config key, e.g. protocol.n=9 task.digits=2 model.dtype=fp32 team.calc.tool=calculator "
+        "(a key that a flag also sets is an error)",
+    )
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="a small live comparison on the embedded model")
@@ -298,32 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("compare", help="several protocols on the same items at matched budgets")
-    c.add_argument("--task", default="arithmetic", help="task name, as for eval (default: arithmetic)")
+    c.add_argument("--task", default=None, help="task name, as for eval (default: arithmetic)")
     c.add_argument(
         "--protocols",
-        default="single,vote,maestro",
-        help="comma-separated protocols (default: single,vote,maestro)",
+        default=None,
+        help="comma-separated PROTOCOL or PROTOCOL@VARIANT entries, e.g. single,conductor@trained,conductor@base "
+        "(options per entry: --set options.ENTRY.KEY=VALUE; default: single,vote,maestro)",
     )
-    c.add_argument("--model", default="smollm2", help="model spec, as for eval (default: smollm2)")
-    c.add_argument("--limit", type=int, default=8, help="items (default: 8)")
-    c.add_argument("--split", default="test", help="train | dev | test (default: test)")
+    c.add_argument("--model", default=None, help="model spec, as for eval (default: smollm2)")
+    c.add_argument("--limit", type=int, default=None, help="items (default: 8)")
+    c.add_argument("--split", default=None, help="train | dev | test (default: test)")
     c.add_argument(
         "--match",
-        default="generations",
+        default=None,
         help="generations | tokens | none: what the budgets are matched in (default: generations)",
     )
     c.add_argument(
-        "--reference", default="", help="protocol the others match (default: maestro, else the largest)"
+        "--reference", default=None, help="entry the others match (default: maestro, else the largest)"
     )
-    c.add_argument("--seeds", default="0", help="comma-separated sampling seeds (default: 0)")
-    c.add_argument("--out", default="", help="comparison folder (default: runs/<time>-compare-<task>)")
+    c.add_argument("--seeds", default=None, help="comma-separated sampling seeds (default: 0)")
+    c.add_argument("--out", default=None, help="comparison folder (default: runs/<time>-compare-<task>)")
     c.add_argument("--runs", default=None, help="root folder without --out (default: runs/ in the checkout)")
     c.add_argument(
         "--resume",
         action="store_true",
         help="continue the comparison in --out: reuse its finished runs (same config), rerun the rest",
     )
-    _add_set(c, "e.g. options.maestro.rounds=3 tolerance=0.1 pilot_items=16 task.digits=2")
+    _add_set(
+        c,
+        "e.g. options.maestro.rounds=3 tolerance=0.1 pilot_items=16 task.digits=2 team.NAME.KEY=VALUE "
+        "(task, model, models, team, budget keys as for eval)",
+    )
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("serve", help="serve a model as an OpenAI-compatible endpoint (/v1/chat/completions)")
@@ -363,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--recipe", default="maestro", help="maestro | leader | conductor | PATH.yaml (default: maestro)"
     )
-    t.add_argument("--out", default="", help="run folder (default: runs/<time>-train-<recipe>)")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<time>-train-<recipe>)")
     t.add_argument("--runs", default=None, help="root folder without --out (default: runs/ in the checkout)")
     t.add_argument(
         "--resume", default="", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
@@ -373,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: apply an edited config.yaml (lr, steps, ...) instead of refusing it",
     )
-    _add_set(t, "e.g. train.steps=20 train.objective=grpo train.lr=5e-5 task.limit=256 eval.limit=50")
+    _add_set(
+        t,
+        "e.g. train.steps=20 train.objective=grpo train.lr=5e-5 task.limit=256 eval.limit=50 "
+        "team.NAME.KEY=VALUE (task, model, models, team keys as for eval)",
+    )
     t.set_defaults(func=cmd_train)
 
     a = sub.add_parser("app", help="the viewer: live topologies and transcripts of runs (Gradio)")

@@ -29,6 +29,8 @@ wall time per query, format failures, and the exact McNemar test against the ref
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -36,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analysis.stats import paired_outcomes, wilson_ci
-from workbench.config import ConfigError, from_dict, merge, to_dict
+from workbench.config import ConfigError, _show, from_dict, to_dict
 from workbench.episode import Episode
-from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, load_models, run_eval
-from workbench.protocols import PROTOCOLS
+from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, run_eval
+from workbench.protocols import PROTOCOLS, Budget
+from workbench.run_config import SHARED, PoolMixin, apply_flags, build_shared, check_roles, shortcut_flags
 from workbench.runs import (
     DirLock,
     atomic_write,
@@ -56,15 +59,40 @@ from workbench.tasks import TaskConfig, load_tasks
 MATCH_MODES = ("generations", "tokens", "none")
 
 
+ENTRY_RE = re.compile(r"^([a-z_]+)(?:@([A-Za-z0-9][A-Za-z0-9_-]{0,39}))?$")
+COMPARE_FLAGS = {  # keyword shortcut of CompareConfig.build -> (dotted key, command-line flag)
+    "task": ("task.name", "--task"),
+    "limit": ("task.limit", "--limit"),
+    "split": ("task.split", "--split"),
+    "model": ("model.name", "--model"),
+    "protocols": ("protocols", "--protocols"),
+    "match": ("match", "--match"),
+    "reference": ("reference", "--reference"),
+    "seeds": ("seeds", "--seeds"),
+    "max_in_flight": ("max_in_flight", "--max-in-flight"),
+    "out": ("out", "--out"),
+}
+
+
+def protocol_of(entry: str) -> str:
+    """The protocol of a compared entry: ``conductor@trained`` -> ``conductor``."""
+    return entry.partition("@")[0]
+
+
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(PoolMixin):
     task: TaskConfig = field(default_factory=TaskConfig)
+    # the compared entries: PROTOCOL or PROTOCOL@VARIANT (one protocol several times under different
+    # options, e.g. conductor@trained,conductor@base); each entry's options: options.ENTRY.KEY
     protocols: tuple[str, ...] = ("single", "vote", "maestro")
-    model: ModelConfig = field(default_factory=ModelConfig)
-    # per-protocol options before matching, e.g. {"maestro": {"rounds": 3}} (--set options.maestro.rounds=3)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the "default" model, as in eval
+    models: dict[str, Any] = field(default_factory=dict)  # more models by name, as in eval
+    team: dict[str, Any] = field(default_factory=dict)  # the team (worker pool), as in eval
+    budget: Budget = field(default_factory=Budget)  # per-episode cap for every entry, as in eval
+    # per-entry options before matching, e.g. {"maestro": {"rounds": 3}} (--set options.maestro.rounds=3)
     options: dict[str, Any] = field(default_factory=dict)
     match: str = "generations"  # generations | tokens | none
-    reference: str = ""  # the protocol whose budget the others match (default: maestro, else the largest)
+    reference: str = ""  # the entry whose budget the others match (default: maestro, else the largest)
     tolerance: float = 0.15  # relative budget difference still called matched
     seeds: tuple[int, ...] = (0,)  # sampling seeds; every protocol runs every seed on the same items
     pilot_items: int = 8  # tokens matching: dev-split items per protocol in the pilot
@@ -72,13 +100,17 @@ class CompareConfig:
     out: str = ""  # comparison folder (default runs/<time>-compare-<task>)
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
-        if unknown or not self.protocols:
+        bad = [p for p in self.protocols if not ENTRY_RE.match(p) or protocol_of(p) not in PROTOCOLS]
+        if bad or not self.protocols:
             raise ConfigError(
-                f"unknown protocol(s) {', '.join(unknown) or '(none)'}; available: {', '.join(PROTOCOLS)}"
+                f"unknown protocol(s) {', '.join(_show(p, 40) for p in bad) or '(none)'}; available: "
+                f"{', '.join(PROTOCOLS)}, each optionally as PROTOCOL@VARIANT (e.g. conductor@trained)"
             )
         if len(set(self.protocols)) != len(self.protocols):
-            raise ConfigError(f"protocols listed twice: {', '.join(self.protocols)}")
+            raise ConfigError(
+                f"protocols listed twice: {', '.join(self.protocols)}; "
+                "name variants of one protocol apart (e.g. conductor@a,conductor@b)"
+            )
         if self.match not in MATCH_MODES:
             raise ConfigError(f"match must be one of {', '.join(MATCH_MODES)}, got '{self.match}'")
         if self.reference and self.reference not in self.protocols:
@@ -91,7 +123,7 @@ class CompareConfig:
                     f"options.{name} is a section; set its keys, e.g. --set options.{name}.KEY=VALUE"
                 )
             try:
-                ProtocolConfig(name, opts)  # validates the keys now
+                ProtocolConfig(protocol_of(name), opts)  # validates the keys now
             except ConfigError as e:
                 raise ConfigError(f"options.{name}: {e}") from None
         if not self.seeds:
@@ -100,27 +132,30 @@ class CompareConfig:
             raise ConfigError(f"seeds listed twice: {', '.join(map(str, self.seeds))}; list each seed once")
         if not 0 <= self.tolerance < 1:
             raise ConfigError(f"tolerance must be in [0, 1), got {self.tolerance}")
+        self._resolve_pool()
+        team = self.build_team()
+        for entry in self.protocols:
+            check_roles(team, self.protocol_config(entry), where=f"options.{entry}")
+
+    def protocol_config(self, entry: str) -> ProtocolConfig:
+        """An entry's protocol at its configured options (before budget matching)."""
+        return ProtocolConfig(protocol_of(entry), self.options.get(entry, {}))
 
     @classmethod
     def build(cls, overrides: dict[str, Any] | None = None, **top: Any) -> CompareConfig:
-        data: dict[str, Any] = {"task": {}, "model": {}}
-        for key, section, name in (
-            ("task", "task", "name"),
-            ("limit", "task", "limit"),
-            ("split", "task", "split"),
-            ("model", "model", "name"),
-        ):
-            if top.get(key) is not None:
-                data[section][name] = top.pop(key)
+        """From keyword shortcuts (task=, limit=, split=, model=, protocols=, match=, reference=,
+        seeds=, max_in_flight=, out=; None = not given) and nested overrides, as EvalConfig.build."""
         if isinstance(top.get("protocols"), str):
             top["protocols"] = [p.strip() for p in top["protocols"].split(",") if p.strip()]
         if isinstance(top.get("seeds"), int):
             top["seeds"] = [top["seeds"]]  # a string ("0,1,2") is split and checked by the loader
-        data.update({k: v for k, v in top.items() if v is not None})
-        data = merge(data, overrides or {})
-        task = TaskConfig.from_flat(data.pop("task"))
-        model = from_dict(ModelConfig, data.pop("model"), prefix="model.")
-        return replace(from_dict(cls, data), task=task, model=model)
+        data = apply_flags(overrides, shortcut_flags(top, COMPARE_FLAGS))
+        if "protocol" in data:
+            raise ConfigError(
+                "compare has no 'protocol' section: set an entry's options with --set options.ENTRY.KEY=VALUE"
+            )
+        shared = build_shared(data)
+        return _from_parts(cls, data, shared)
 
     @property
     def reference_protocol(self) -> str:
@@ -130,8 +165,35 @@ class CompareConfig:
             return "maestro"
         return max(
             self.protocols,
-            key=lambda p: PROTOCOLS[p].generations(ProtocolConfig(p, self.options.get(p, {})).resolved),
+            key=lambda p: PROTOCOLS[protocol_of(p)].generations(self.protocol_config(p).resolved),
         )
+
+
+def _from_parts(cls, data: dict[str, Any], shared: dict[str, Any]) -> CompareConfig:
+    """The CompareConfig of its own keys (strict loader) and the shared sections, built once."""
+    names = [f.name for f in dataclasses.fields(_CompareOwn)]
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key '{_show(unknown[0])[1:-1]}'; valid keys here: {', '.join((*SHARED, *names))}"
+        )
+    own = from_dict(_CompareOwn, data)
+    return cls(**shared, **{f.name: getattr(own, f.name) for f in dataclasses.fields(own)})
+
+
+@dataclass(frozen=True)
+class _CompareOwn:
+    """CompareConfig's keys that are not shared sections, read by the strict loader."""
+
+    protocols: tuple[str, ...] = ("single", "vote", "maestro")
+    options: dict[str, Any] = field(default_factory=dict)
+    match: str = "generations"
+    reference: str = ""
+    tolerance: float = 0.15
+    seeds: tuple[int, ...] = (0,)
+    pilot_items: int = 8
+    max_in_flight: int = 256
+    out: str = ""
 
 
 @dataclass
@@ -148,13 +210,13 @@ class Plan:
 
 
 def plan_generations(cmp: CompareConfig, targets: dict[str, int] | None = None) -> list[Plan]:
-    """Size every protocol to the reference's generations per query (or to ``targets[protocol]``)."""
+    """Size every entry to the reference's generations per query (or to ``targets[entry]``)."""
     ref = cmp.reference_protocol
-    ref_cfg = ProtocolConfig(ref, cmp.options.get(ref, {}))
-    ref_gens = PROTOCOLS[ref].generations(ref_cfg.resolved)
+    ref_gens = PROTOCOLS[protocol_of(ref)].generations(cmp.protocol_config(ref).resolved)
     plans = []
     for name in cmp.protocols:
-        spec, base = PROTOCOLS[name], ProtocolConfig(name, cmp.options.get(name, {}))
+        proto = protocol_of(name)
+        spec, base = PROTOCOLS[proto], cmp.protocol_config(name)
         target = (targets or {}).get(name, ref_gens)
         if name == ref and not targets:
             plans.append(Plan(name, base.options, ref_gens, ref_gens, "reference", True))
@@ -169,11 +231,11 @@ def plan_generations(cmp: CompareConfig, targets: dict[str, int] | None = None) 
                 Plan(name, base.options, g, target, f"fixed at {g} generation(s): the unmatched floor", False)
             )
             continue
-        sized = ProtocolConfig(name, {**base.options, **spec.match(base.resolved, target)})
+        sized = ProtocolConfig(proto, {**base.options, **spec.match(base.resolved, target)})
         g = spec.generations(sized.resolved)
         changed = {k: v for k, v in sized.options.items() if base.options.get(k) != v}
         knobs = ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"
-        if name == "conductor":
+        if proto == "conductor":
             how = f"{knobs}: at most {g} generations (the plan decides), capped by budget.max_calls={target}"
             plans.append(Plan(name, sized.options, g, target, how, True, max_calls=target))
             continue
@@ -194,14 +256,22 @@ class CompareResult:
 
 
 def _eval_config(cmp: CompareConfig, plan: Plan, seed: int, task: TaskConfig, out: Path) -> EvalConfig:
-    overrides: dict[str, Any] = {
-        "protocol": {"name": plan.protocol, **plan.options},
-        "task": {k: v for k, v in to_dict(task).items() if k != "options"} | task.options,
-        "model": to_dict(cmp.model),
-    }
+    """The eval run of one entry and seed: the comparison's shared sections, the entry's sized options."""
+    budget = cmp.budget
     if plan.max_calls is not None:
-        overrides["budget"] = {"max_calls": plan.max_calls}
-    return EvalConfig.build(overrides, seed=seed, max_in_flight=cmp.max_in_flight, out=str(out))
+        cap = plan.max_calls if budget.max_calls is None else min(plan.max_calls, budget.max_calls)
+        budget = replace(budget, max_calls=cap)
+    return EvalConfig(
+        task=task,
+        protocol=ProtocolConfig(protocol_of(plan.protocol), plan.options),
+        model=cmp.model,
+        models=cmp.models,
+        team=cmp.team,
+        budget=budget,
+        seed=seed,
+        max_in_flight=cmp.max_in_flight,
+        out=str(out),
+    )
 
 
 def run_compare(
@@ -229,7 +299,7 @@ def run_compare(
     )
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"{out} already holds files; choose another --out, or --resume to continue it")
-    backends = load_models(EvalConfig(model=cmp.model), backend)
+    backends = cmp.load_backends(backend)  # every model and tool worker of the team, loaded once
     if resume:
         out.mkdir(parents=True, exist_ok=True)
     else:
@@ -241,7 +311,7 @@ def run_compare(
             manifest(
                 "compare",
                 {"seeds": list(cmp.seeds), "task_seed": cmp.task.seed},
-                {"default": cmp.model.name},
+                {name: mc.name for name, mc in cmp.model_configs().items()},
                 config=to_dict(cmp),
                 code_tasks=any(t.verifier == "code" for t in tasks.tasks),
             ),
@@ -274,6 +344,8 @@ def _run_compare(cmp, tasks, backends, out: Path, progress: bool, resume: bool) 
     report = {
         "task": to_dict(cmp.task),
         "model": to_dict(cmp.model),
+        "models": cmp.models,
+        "team": cmp.team,
         "match": cmp.match,
         "reference": ref,
         "tolerance": cmp.tolerance,
@@ -377,7 +449,8 @@ def _row(plan: Plan, results: list, ref_results: list, ref: str) -> dict[str, An
         [e.to_dict() for e in results[0].episodes], [e.to_dict() for e in ref_results[0].episodes]
     )
     return {
-        "protocol": plan.protocol,
+        "protocol": plan.protocol,  # the entry: PROTOCOL or PROTOCOL@VARIANT
+        "protocol_name": protocol_of(plan.protocol),
         "options": plan.options,
         "how_matched": plan.how,
         "matched": plan.matched,

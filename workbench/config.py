@@ -322,6 +322,25 @@ class _RecipeLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        """A key given twice in one mapping (two team members of one name) is refused, not overwritten."""
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    twice = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: PyYAML reports it below
+                    continue
+                if twice:
+                    raise ConfigError(
+                        f"line {key_node.start_mark.line + 1}: key {_show(key, 40)} is given twice in one mapping; "
+                        "keep one (each team member and model needs its own name)"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file that must hold one mapping (a recipe, a config.yaml); ConfigError names the fix."""
     p = Path(path)

@@ -12,191 +12,38 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.config import ConfigError, from_dict, merge, split_options, to_dict
+from workbench.config import ConfigError, to_dict
 from workbench.episode import Episode
 from workbench.models.base import Backend
-from workbench.protocols import PROTOCOLS, Budget, EpisodeContext, Member, Team
-from workbench.protocols.base import member_fields, play
+from workbench.protocols import PROTOCOLS, Budget, EpisodeContext, Team
+from workbench.protocols.base import play
+from workbench.run_config import (  # the config types live in workbench/run_config.py; re-exported here
+    EvalConfig,
+    MemberConfig,
+    ModelConfig,
+    ProtocolConfig,
+    load_model,
+)
 from workbench.runs import RunWriter, Terminated, default_root, manifest, new_run_dir, summarize
 from workbench.scheduler import BatchScheduler, run_all, run_sync
-from workbench.tasks import TaskConfig, TaskSet, load_tasks
+from workbench.tasks import TaskSet, load_tasks
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "smollm2"  # smollm2 (embedded) | org/name (hub) | local path; +ADAPTER_DIR adds a LoRA
-    # | openai:URL#MODEL (an OpenAI-compatible server) | vllm:MODEL[+ADAPTER_DIR] (CUDA GPU)
-    dtype: str = "auto"  # auto (bf16 where the CPU/GPU has it, else fp32) | bf16 | fp32 | fp16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    max_batch_size: int = 64  # rows per forward pass; lower it if memory is short
-    # openai: the NAME of the env variable holding the API key ("" = OPENAI_API_KEY for a remote URL,
-    # none for localhost; "none" = never send one). The key itself is never written anywhere.
-    api_key_env: str = ""
-    timeout_s: float = 120.0  # openai: per HTTP request; timed-out requests are retried
-    max_concurrency: int = 32  # openai: requests in flight at once (server batch / provider rate limit)
-    max_retries: int = 4  # openai: retries on 429, 5xx, timeouts, connection errors (exponential backoff)
-    gpu_memory_utilization: float = 0.9  # vllm: share of GPU memory for weights + KV cache
-    max_model_len: int = 0  # vllm: context cap (0 = the model's); lower it if the KV cache does not fit
-    max_lora_rank: int = 64  # vllm: must be >= the adapter's rank r
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ConfigError(f"model.max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.timeout_s <= 0 or self.max_concurrency < 1 or self.max_retries < 0:
-            raise ConfigError(
-                "model.timeout_s must be > 0, model.max_concurrency >= 1 and model.max_retries >= 0; got "
-                f"{self.timeout_s}, {self.max_concurrency}, {self.max_retries}"
-            )
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    name: str = "single"
-    options: dict[str, Any] = field(default_factory=dict)  # validated against the protocol's config class
-
-    def __post_init__(self) -> None:
-        if self.name not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol '{self.name}'; available: {', '.join(PROTOCOLS)}")
-        resolved = from_dict(PROTOCOLS[self.name].config, self.options, prefix="protocol.")
-        object.__setattr__(self, "options", to_dict(resolved))
-
-    @classmethod
-    def from_flat(cls, data: dict[str, Any]) -> ProtocolConfig:
-        """Accept ``{"name": "vote", "n": 5}``: keys other than ``name`` are the protocol's options."""
-        return from_dict(cls, split_options(data, ("name",), "protocol"), prefix="protocol.")
-
-    @property
-    def resolved(self):
-        return from_dict(PROTOCOLS[self.name].config, self.options)
-
-
-@dataclass(frozen=True)
-class MemberConfig:
-    """A team member (``--set team.NAME.KEY=VALUE``): a model plus sampling/persona overrides."""
-
-    model: str = "default"  # a key of `models` ("default" is the `model` section)
-    temperature: float | None = None  # overrides the protocol's temperature for this member's roles
-    top_p: float | None = None
-    system: str | None = None  # a persona: overrides the protocol's system prompt
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    task: TaskConfig = field(default_factory=TaskConfig)
-    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)  # the "default" model
-    # More models for heterogeneous teams, by name: --set models.big.name=org/model models.api.name=openai:URL#M
-    models: dict[str, Any] = field(default_factory=dict)
-    # Team members, by name: --set team.hot.temperature=0.9 team.api.model=api; protocols bind roles to
-    # members through their *_member(s) options (e.g. protocol.explorer_members=[default,hot])
-    team: dict[str, Any] = field(default_factory=dict)
-    budget: Budget = field(default_factory=Budget)  # per-episode cap: budget.max_calls, budget.max_tokens
-    seed: int = 0  # seeds every sampled generation (derived per task and call); items stay the same
-    max_in_flight: int = 256  # episodes run concurrently; their ready generations go to the model together
-    out: str = ""  # run folder; default runs/<time>-<task>-<protocol>
-
-    def __post_init__(self) -> None:
-        if self.max_in_flight < 1:
-            raise ConfigError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
-        models = {"default": self.model} | {
-            name: from_dict(
-                ModelConfig, spec if isinstance(spec, dict) else {"name": spec}, prefix=f"models.{name}."
-            )
-            for name, spec in self.models.items()
-        }
-        object.__setattr__(self, "models", {k: to_dict(v) for k, v in models.items() if k != "default"})
-        members = {
-            name: from_dict(MemberConfig, spec or {}, prefix=f"team.{name}.")
-            for name, spec in self.team.items()
-        }
-        for name, member in members.items():
-            if member.model not in models:
-                raise ConfigError(
-                    f"team.{name}.model='{member.model}' is not a model; have: {', '.join(models)} "
-                    f"(add one with --set models.{member.model}.name=SPEC)"
-                )
-        object.__setattr__(self, "team", {k: to_dict(v) for k, v in members.items()})
-        team = self.build_team()
-        for key, names in member_fields(self.protocol.resolved).items():
-            if not names:  # an empty list would fail inside every episode (i % 0)
-                raise ConfigError(
-                    f"protocol.{key} must name at least one team member, e.g. --set protocol.{key}=default"
-                )
-            for name in names:
-                team.member(name)  # raises ConfigError naming the missing member and the fix
-
-    def build_team(self) -> Team:
-        """The Team the protocol binds its roles to; a member's backend is its model's name."""
-        members = [Member("default")] + [
-            Member(name, m["model"], m["temperature"], m["top_p"], m["system"])
-            for name, m in self.team.items()
-        ]
-        return Team(tuple(members))
-
-    def model_configs(self) -> dict[str, ModelConfig]:
-        """Every model the team uses, by backend name ("default" is the `model` section)."""
-        used = set(self.build_team().backends)
-        configs = {"default": self.model} | {k: from_dict(ModelConfig, v) for k, v in self.models.items()}
-        return {k: v for k, v in configs.items() if k in used}
-
-    @classmethod
-    def build(cls, overrides: dict[str, Any] | None = None, **top: Any) -> EvalConfig:
-        """From keyword shortcuts (task=, protocol=, model=, limit=, seed=, out=) and nested overrides.
-
-        Sections accept flat keys: ``{"task": {"digits": 2}}`` sets an arithmetic option and
-        ``{"protocol": {"n": 5}}`` a protocol option.
-        """
-        data: dict[str, Any] = {
-            "task": {},
-            "protocol": {},
-            "model": {},
-            "models": {},
-            "team": {},
-            "budget": {},
-        }
-        for key, section, name in (
-            ("task", "task", "name"),
-            ("protocol", "protocol", "name"),
-            ("model", "model", "name"),
-            ("limit", "task", "limit"),
-            ("split", "task", "split"),
-        ):
-            if top.get(key) is not None:
-                data[section][name] = top.pop(key)
-        data.update({k: v for k, v in top.items() if v is not None})
-        data = merge(data, overrides or {})
-        for section in SECTIONS:
-            if not isinstance(data[section], dict):
-                raise ConfigError(f"'{section}' is a section; set its keys, e.g. --set {section}.name=...")
-        # seed, max_in_flight, out; anything else at the top level is an unknown key
-        top_level = from_dict(_TopLevel, {k: v for k, v in data.items() if k not in SECTIONS})
-        return cls(
-            task=TaskConfig.from_flat(data["task"]),
-            protocol=ProtocolConfig.from_flat(data["protocol"]),
-            model=from_dict(ModelConfig, data["model"], prefix="model."),
-            models=data["models"],
-            team=data["team"],
-            budget=from_dict(Budget, data["budget"], prefix="budget."),
-            seed=top_level.seed,
-            max_in_flight=top_level.max_in_flight,
-            out=top_level.out,
-        )
-
-
-SECTIONS = ("task", "protocol", "model", "models", "team", "budget")
-
-
-@dataclass(frozen=True)
-class _TopLevel:
-    """The top-level scalars of an EvalConfig, validated by the same strict loader."""
-
-    seed: int = 0
-    max_in_flight: int = 256
-    out: str = ""
+__all__ = [
+    "EvalConfig",
+    "EvalResult",
+    "MemberConfig",
+    "ModelConfig",
+    "ProtocolConfig",
+    "load_model",
+    "load_models",
+    "prepare",
+    "run_episodes",
+    "run_eval",
+]
 
 
 @dataclass
@@ -278,18 +125,10 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)
 
 
-def load_model(mc: ModelConfig) -> Backend:
-    """Load one model section (every ModelConfig field is a load_backend option of the same name)."""
-    from workbench.models import load_backend
-
-    options = to_dict(mc)
-    return load_backend(options.pop("name"), **options)
-
-
-def load_models(cfg: EvalConfig, given: Backend | dict[str, Backend] | None = None) -> dict[str, Backend]:
-    """The backends of every model the team uses, loading the ones not ``given``."""
-    given = given if isinstance(given, dict) else ({"default": given} if given is not None else {})
-    return {name: given.get(name) or load_model(mc) for name, mc in cfg.model_configs().items()}
+def load_models(cfg, given: Backend | dict[str, Backend] | None = None) -> dict[str, Backend]:
+    """The backends of every model and tool worker the team uses, loading the models not ``given``
+    (``cfg``: any run config with model/models/team sections)."""
+    return cfg.load_backends(given)
 
 
 def prepare(cfg: EvalConfig) -> TaskSet:

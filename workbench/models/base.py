@@ -53,6 +53,9 @@ class Generation:
     logprobs: list[float] | None = None  # one per completion token, when asked
     prompt_ids: list[int] | None = None  # the prompt's token ids (for training rollouts)
     error: str | None = None  # why a remote call failed for good (then finish_reason="error", text "")
+    # a tool worker's run (workbench/models/tools.py): {"tool", "status": ok|failed|timeout|no_code|
+    # no_expression|error, "reason", ...}; a status other than ok is counted in the episode's events
+    tool: dict | None = None
 
 
 class Backend(Protocol):

@@ -36,13 +36,19 @@ class Agent:
     sampling: SamplingParams = field(default_factory=SamplingParams)
 
 
+TOOLS = ("python", "calculator")  # tool workers (workbench/models/tools.py)
+
+
 @dataclass(frozen=True)
 class Member:
     """A team member: a model (backend name) with optional sampling and system-prompt overrides.
 
     Protocol configs refer to members by name (``explorers=("cold", "hot")``); a member's
     overrides win over the protocol's defaults for that role, so one model at two temperatures,
-    or with two personas, is two members.
+    or with two personas, is two members. ``description`` is the one line a Conductor's prompt
+    shows for this worker; ``tool`` is "" for a model, or the kind of tool worker it is
+    (``python``: its model writes a program that runs in the OS sandbox; ``calculator``: no model,
+    an arithmetic expression is evaluated exactly); its backend is then the tool's.
     """
 
     name: str
@@ -50,6 +56,9 @@ class Member:
     temperature: float | None = None
     top_p: float | None = None
     system: str | None = None
+    description: str = ""
+    tool: str = ""
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +68,20 @@ class Team:
     members: tuple[Member, ...] = (Member("default"),)
 
     def __post_init__(self) -> None:
-        if "default" not in {m.name for m in self.members}:
+        names = [m.name for m in self.members]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"team member '{twice[0]}' is defined twice; give each member its own name")
+        if "default" not in names:
             object.__setattr__(self, "members", (Member("default"), *self.members))
 
     @property
     def backends(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m.backend for m in self.members))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.members)
 
     def member(self, name: str) -> Member:
         for m in self.members:
@@ -75,13 +92,18 @@ class Team:
             f"define it with --set team.{name}.model=MODEL_NAME"
         )
 
+    def description(self, name: str) -> str:
+        """The member's one-line description (what a Conductor's prompt shows for it; "" if none)."""
+        return self.member(name).description
+
     def agent(self, member: str, name: str, role: str, cfg, system: str | None = None) -> Agent:
         """The agent ``name`` playing ``role`` as ``member``: sampling from the protocol config's
         ``temperature``/``top_p``/``max_tokens`` (and ``system``), member overrides applied."""
         m = self.member(member)
         temperature = cfg.temperature if m.temperature is None else m.temperature
         top_p = cfg.top_p if m.top_p is None else m.top_p
-        sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=cfg.max_tokens)
+        max_tokens = cfg.max_tokens if m.max_tokens is None else m.max_tokens
+        sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         if m.system is not None:  # a persona replaces the protocol's system prompt, but a role's own
             system = f"{m.system}\n\n{system}" if system else m.system  # instructions are kept after it
         else:
@@ -171,6 +193,8 @@ class EpisodeContext:
             index=index,
             seed=seed,
         )
+        if isinstance(task.meta.get("family"), str):  # an item of a task mixture (tasks/mix.py)
+            self.episode.meta["family"] = task.meta["family"]
         self._nodes: dict[str, dict] = {}
         self.add_node(TASK_NODE, "task", "Task")
         self.event("episode_started", task_id=task.id)
@@ -273,6 +297,13 @@ class EpisodeContext:
             if gen.finish_reason == "error":  # a remote call that failed for good: counted, not fatal
                 self.event("generation_error", node=call.node, error=gen.error)
                 self.episode.meta["generation_errors"] = self.episode.meta.get("generation_errors", 0) + 1
+            if gen.tool is not None:  # a tool worker (workbench/models/tools.py): what it ran, how it ended
+                self.event("tool_call", node=call.node, **gen.tool)
+                if gen.tool.get("status") != "ok":
+                    self.event(
+                        "tool_error", node=call.node, tool=gen.tool.get("tool"), reason=gen.tool.get("reason")
+                    )
+                    self.episode.meta["tool_failures"] = self.episode.meta.get("tool_failures", 0) + 1
             extracted, error = safe_extract(self.task, gen.text)
             if error is not None:
                 self.verifier_error("extract", error, node=call.node)

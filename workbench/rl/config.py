@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
-from workbench.evaluate import ModelConfig, ProtocolConfig
+from workbench.protocols import Team
 from workbench.rl.objectives import TIES
 from workbench.rl.policy import LoraSettings
+from workbench.rl.rollouts import trainee_options, trainee_team
+from workbench.run_config import ModelConfig, PoolMixin, ProtocolConfig, build_shared, check_roles
 from workbench.tasks import TaskConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -140,10 +142,14 @@ class EvalSettings:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(PoolMixin):
     recipe: str = "maestro"
     task: TaskConfig = field(default_factory=lambda: TaskConfig(split="train", limit=256))
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the base: the policy and the frozen "default"
+    models: dict[str, Any] = field(default_factory=dict)  # more models by name, as in eval
+    team: dict[str, Any] = field(
+        default_factory=dict
+    )  # the worker pool, as in eval (the trained role: "trainee")
     lora: LoraSettings = field(default_factory=LoraSettings)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)  # where the trained role plays
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -179,6 +185,19 @@ class TrainConfig:
             )
         if self.eval.split == "test":
             raise ConfigError("eval.split=test: never tune on the test split; use dev (or train)")
+        self._resolve_pool()
+        if "trainee" in self.team:
+            raise ConfigError("team.trainee: 'trainee' is the trained role's member in training; rename it")
+        check_roles(self.training_team(), self.training_protocol())
+
+    def training_team(self, temperature: float | None = None) -> Team:
+        """The configured team plus ``trainee`` (the trained role, served by the policy backend)."""
+        return trainee_team(temperature, self.build_team())
+
+    def training_protocol(self, max_tokens: int | None = None, **extra: Any) -> ProtocolConfig:
+        """The protocol with the trained role bound to the ``trainee`` member."""
+        opts = {**self.protocol.options, **trainee_options(self.recipe, self.role, max_tokens), **extra}
+        return ProtocolConfig(self.recipe, opts)
 
     @property
     def role(self) -> str:
@@ -207,10 +226,10 @@ class TrainConfig:
         top = from_dict(_TopLevel, {k: data.pop(k) for k in ("recipe", "out") if k in data})
         if top.recipe not in ROLES:
             raise ConfigError(f"unknown recipe {top.recipe[:60]!r}; available: {', '.join(ROLES)}")
+        # task, model, models, team: the one builder of eval and compare (workbench/run_config.py)
+        shared = build_shared(data, {"split": "train"}, ("task", "model", "models", "team"))
         sections = {
-            "task": lambda d: TaskConfig.from_flat({"split": "train", **d}),
             "protocol": ProtocolConfig.from_flat,
-            "model": lambda d: from_dict(ModelConfig, d, prefix="model."),
             "lora": lambda d: from_dict(LoraSettings, d, prefix="lora."),
             "train": lambda d: from_dict(TrainSettings, d, prefix="train."),
             "pool": lambda d: from_dict(PoolSettings, d, prefix="pool."),
@@ -227,9 +246,10 @@ class TrainConfig:
         if data:
             unknown = sorted(str(k)[:60] for k in data)
             raise ConfigError(
-                f"unknown top-level key(s) {', '.join(unknown)}; sections: {', '.join(sections)}, recipe, out"
+                f"unknown top-level key(s) {', '.join(unknown)}; sections: "
+                f"{', '.join((*shared, *sections))}, recipe, out"
             )
-        return cls(recipe=top.recipe, out=top.out, **built)
+        return cls(recipe=top.recipe, out=top.out, **shared, **built)
 
 
 @dataclass(frozen=True)

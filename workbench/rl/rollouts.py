@@ -371,9 +371,21 @@ class WithLogprobs:
         )
 
 
-def trainee_team(temperature: float | None = None) -> Team:
-    """The default member (frozen base) plus ``trainee``, served by the policy backend."""
-    return Team((Member("default"), Member("trainee", backend="policy", temperature=temperature)))
+def trainee_team(temperature: float | None = None, team: Team | None = None) -> Team:
+    """The configured team (``team``: TrainConfig.build_team(); default: the frozen base alone) plus
+    ``trainee``, the trained role, served by the policy backend."""
+    members = (team or Team()).members
+    return Team((*members, Member("trainee", backend="policy", temperature=temperature)))
+
+
+def pool_backends(cfg, backends) -> dict[str, Any]:
+    """The backends of the training team: ``default`` is the frozen base, the team's other models
+    and tool workers are loaded once (cached on ``backends``); ``policy`` is added by the caller."""
+    cached = getattr(backends, "pool_cache", None)
+    if cached is None:
+        cached = cfg.load_backends({"default": backends.frozen})
+        backends.pool_cache = cached
+    return dict(cached)
 
 
 def trainee_options(recipe: str, role: str, max_tokens: int | None = None) -> dict[str, Any]:
@@ -384,8 +396,11 @@ def trainee_options(recipe: str, role: str, max_tokens: int | None = None) -> di
     return opts
 
 
-def online_samples(recipe, role, tasks, backends, protocol, train, step) -> tuple[list[Sample], list[dict]]:
-    """Play each question ``train.group`` times with the trained role on the policy.
+def online_samples(
+    recipe, role, tasks, backends, protocol, train, step, team=None, pool=None
+) -> tuple[list[Sample], list[dict]]:
+    """Play each question ``train.group`` times with the trained role on the policy (``team``, ``pool``:
+    the configured team and its backends, TrainConfig.build_team() and `pool_backends`).
 
     The ``group`` plays of a question are copies of one item (ids ``<id>~g<j>``, ``meta.question_id``
     the original id) that differ only in their sampling seeds: the trained role's first prompt,
@@ -427,9 +442,9 @@ def online_samples(recipe, role, tasks, backends, protocol, train, step) -> tupl
         eps, errs, _ = run_episodes(
             copies(qs),
             proto,
-            {"default": backends.frozen, "policy": WithLogprobs(backends.policy)},
+            {"default": backends.frozen, **(pool or {}), "policy": WithLogprobs(backends.policy)},
             seed=derive_seed(train.seed, step, "online") % (2**31),
-            team=trainee_team(train.temperature),
+            team=trainee_team(train.temperature, team),
             context=context,
         )
         episodes += eps

@@ -70,9 +70,9 @@ from workbench.rl.rollouts import (
     offline_episode,
     offline_samples,
     online_samples,
+    pool_backends,
     read_pool,
     trainee_options,
-    trainee_team,
 )
 from workbench.rl.warmstart import demonstrations
 from workbench.runs import (
@@ -538,7 +538,9 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
         protocol = ProtocolConfig(
             recipe, {**cfg.protocol.options, **trainee_options(recipe, role, t.max_tokens), **strict}
         )
-        samples, errors = online_samples(recipe, role, batch, backends, protocol, t, step)
+        samples, errors = online_samples(
+            recipe, role, batch, backends, protocol, t, step, cfg.build_team(), pool_backends(cfg, backends)
+        )
     if t.objective != "sft":
         check_groups(samples, step, errors)  # a group of fewer than two stops the run, with the reason
     t_roll = time.perf_counter() - t0
@@ -808,10 +810,10 @@ def evaluate(
     episodes, errors, _ = run_episodes(
         tasks,
         protocol,
-        {"default": backends.frozen, "policy": backends.policy},
+        {**pool_backends(cfg, backends), "policy": backends.policy},
         seed=cfg.train.seed,
         max_in_flight=cfg.eval.max_in_flight,
-        team=trainee_team(),
+        team=cfg.training_team(),
     )
     episodes.sort(key=lambda e: e.index)
     for ep in episodes:

@@ -3,7 +3,8 @@
 ``load_tasks(TaskConfig(name="arithmetic", split="test", limit=8, options={"digits": 2}))``
 Names: ``arithmetic`` (procedural), ``gsm8k``, ``math500``, ``amc23``, ``aime24``, ``bbh`` or
 ``bbh:<subtask>``, ``mmlu``, ``mmlu:stem`` or ``mmlu:<subject>``, ``svamp``, ``mawps``, ``gpqa`` or
-``gpqa:main|extended`` (gated, online only), ``jsonl:PATH`` (your own data). Splits and sources of
+``gpqa:main|extended`` (gated, online only), ``jsonl:PATH`` (your own data), ``mix:FAMILY,...`` (a
+weighted mixture of the others, tasks/mix.py). Splits and sources of
 each: its module's docstring and docs/tasks.md.
 Family-specific options (``--set task.digits=2``) are validated against the family's options
 dataclass, so a typo is an error that lists the valid keys.
@@ -28,6 +29,7 @@ from workbench.tasks import (
     livecodebench,
     math500,
     mawps,
+    mix,
     mmlu,
     svamp,
 )
@@ -50,6 +52,7 @@ FAMILIES: dict[str, type | None] = {
     "gpqa": None,
     "humaneval": None,
     "livecodebench": livecodebench.LiveCodeBenchOptions,
+    "mix": mix.MixOptions,  # mix:FAMILY,FAMILY,... (tasks/mix.py)
 }
 
 # families named with a subset after a colon (bbh:date_understanding) -> the valid subsets
@@ -96,6 +99,8 @@ class TaskConfig:
             raise ConfigError(f"{self.family} takes no subset, got '{self.name}'; use --task {self.family}")
         if self.limit < 1:
             raise ConfigError(f"task limit must be >= 1, got {self.limit}")
+        if self.family == "mix":
+            self._check_mix()
         opts_cls = FAMILIES[self.family]
         if opts_cls is None and self.options:
             raise ConfigError(f"task '{self.family}' takes no options, got {', '.join(self.options)}")
@@ -105,6 +110,21 @@ class TaskConfig:
             except TaskError as e:
                 raise ConfigError(str(e)) from None
             object.__setattr__(self, "options", to_dict(resolved))
+
+    def _check_mix(self) -> None:
+        """Every component is a valid task name of its own (at this split), the weights fit."""
+        try:
+            parts = mix.components(self.name)
+            mix.check_weights(parts, from_dict(mix.MixOptions, self.options, prefix="task.").weights)
+        except TaskError as e:
+            raise ConfigError(str(e)) from None
+        for part in parts:
+            try:
+                TaskConfig(
+                    name=part, split=self.split, seed=self.seed, allow_unsandboxed=self.allow_unsandboxed
+                )
+            except ConfigError as e:
+                raise ConfigError(f"task mix, family {part[:60]!r}: {e}") from None
 
     @classmethod
     def from_flat(cls, data: dict[str, Any]) -> TaskConfig:
@@ -170,6 +190,9 @@ def _load(cfg: TaskConfig) -> TaskSet:
     if cfg.family == "livecodebench":
         load = lambda: livecodebench.load(cfg.split, cfg.limit, options)  # noqa: E731
         return TaskSet(code.gated(cfg.allow_unsandboxed, load), [])
+    if cfg.family == "mix":
+        one = lambda part, split, k: _load(TaskConfig(part, split, k, cfg.seed, {}, cfg.allow_unsandboxed))  # noqa: E731
+        return TaskSet(*mix.load(cfg.name, cfg.split, cfg.limit, cfg.seed, options, one))
     if cfg.family == "jsonl":
         tasks, skipped = jsonl.load(cfg.name.partition(":")[2], cfg.limit, options)
         if not tasks:
