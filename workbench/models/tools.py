@@ -239,7 +239,8 @@ class PythonTool:
         stdout = (result.stdout or "")[-MAX_STDOUT_CHARS:]
         lines = [line.strip() for line in stdout.splitlines() if line.strip()]
         if result.status == "passed" and lines:
-            text = f"{shown}\nOutput:\n{stdout.strip()}\nAnswer: {lines[-1]}"
+            last = lines[-1] if lines[-1].lower().startswith("answer") else f"Answer: {lines[-1]}"
+            text = f"{shown}\nOutput:\n{stdout.strip()}\n{last}"
             return _tool_generation(text, {**tool, "status": "ok", "reason": ""}, t0, gen)
         if result.status == "passed":
             status, reason = "failed", "the program printed nothing"
