@@ -538,35 +538,50 @@ def test_bad_mixtures_are_one_line_errors(task, message, shared_data, capsys):
 # ---------------------------------------------------------------- the real model
 @pytest.mark.slow
 @needs_sandbox
-def test_the_embedded_model_conducts_a_pool_with_tool_workers(smollm2, tmp_path):
-    """The real protocol on the embedded model with a calculator and a python tool worker: every
-    episode ends (right or wrong), every tool outcome is recorded, nothing crashes."""
+def test_the_embedded_model_and_tool_workers_run_a_conductor_workflow(smollm2, tmp_path):
+    """The real protocol with the embedded model as a worker and as the python tool's programmer,
+    and the calculator. The plan is fixed (a scripted planner member: the 135M model cannot write
+    plans), so that every episode reaches both tools; every tool outcome is recorded and counted."""
+    plan = (
+        'model_id = [1, 2, 0]\nsubtasks = ["Write a program that prints the answer.", "Compute {expr}.", '
+        '"Give the final answer."]\naccess_list = [[], [], ["all"]]'
+    )
+
+    def planner(req, j):
+        return plan.format(expr=re.findall(r"What is (.+?)\?", req.messages[-1]["content"])[-1])
+
     cfg = EvalConfig.build(
         {
+            "models": {"planner": "openai:http://127.0.0.1:9/v1#planner"},  # given below, never contacted
             "team": {
+                "planner": {"model": "planner"},
                 "default": {"description": "a small general language model"},
-                "calc": {"tool": "calculator", "description": "evaluates one arithmetic expression exactly"},
                 "py": {
                     "tool": "python",
                     "description": "writes a Python program and runs it",
                     "timeout_s": 5,
                 },
+                "calc": {"tool": "calculator", "description": "evaluates one arithmetic expression exactly"},
             },
             "protocol": {
-                "worker_members": ["default", "calc", "py"],
-                "max_steps": 2,
-                "max_tokens": 48,
-                "conductor_max_tokens": 160,
+                "conductor_member": "planner",
+                "worker_members": ["default", "py", "calc"],
+                "max_steps": 3,
+                "max_tokens": 64,
             },
         },
         protocol="conductor",
         limit=2,
         out=str(tmp_path / "run"),
     )
-    result = run_eval(cfg, backend=smollm2, progress=False)
+    backends = {"default": smollm2, "planner": ScriptedBackend(planner, "planner")}
+    result = run_eval(cfg, backend=backends, progress=False)
     assert result.summary["n"] == 2 and result.summary["errors"] == []
     for ep in result.episodes:
-        tool_calls = [e for e in ep.events if e["type"] == "tool_call"]
-        assert ep.meta.get("tool_failures", 0) == sum(c["status"] != "ok" for c in tool_calls)
+        calls = [e for e in ep.events if e["type"] == "tool_call"]
+        assert sorted(c["tool"] for c in calls) == ["calculator", "python"]
+        assert [c["status"] for c in calls if c["tool"] == "calculator"] == ["ok"]
+        assert ep.meta.get("tool_failures", 0) == sum(c["status"] != "ok" for c in calls)
+        assert [m.sender for m in ep.messages] == ["conductor", "step-0", "step-1", "step-2"]
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "tool: calculator" in saved and "description: evaluates one arithmetic" in saved

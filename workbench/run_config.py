@@ -107,7 +107,7 @@ class MemberConfig:
             )
         if self.tool == "calculator" and self.model not in ("",):
             raise ConfigError("a calculator uses no model; drop its model key")
-        if "\n" in self.description or len(self.description) > MAX_DESCRIPTION_CHARS:
+        if not self.description.isprintable() or len(self.description) > MAX_DESCRIPTION_CHARS:
             raise ConfigError(f"description must be one line of at most {MAX_DESCRIPTION_CHARS} characters")
 
 
@@ -412,7 +412,13 @@ class EvalConfig(PoolMixin):
         protocol = {} if protocol is None else protocol
         if not isinstance(protocol, dict):
             raise ConfigError("'protocol' is a section; set its keys, e.g. --set protocol.name=...")
-        top_level = from_dict(_TopLevel, data)  # seed, max_in_flight, out; anything else is an unknown key
+        unknown = sorted(str(k) for k in data if k not in ("seed", "max_in_flight", "out"))
+        if unknown:
+            raise ConfigError(
+                f"unknown key '{_show(unknown[0])[1:-1]}'; valid keys here: seed, max_in_flight, out "
+                f"(and the sections {', '.join(SECTIONS)})"
+            )
+        top_level = from_dict(_TopLevel, data)
         return cls(
             protocol=ProtocolConfig.from_flat(protocol),
             seed=top_level.seed,

@@ -39,7 +39,8 @@ MAX_EXPRESSION_CHARS = 300  # a longer candidate expression is not evaluated
 MAX_EXPONENT = 4096  # |b| in a ** b
 LIMIT = 10**MAX_DIGITS  # numerators and denominators stay below this (as verify.py's numbers do)
 MAX_STDOUT_CHARS = 2000  # of a program's output, kept in the response
-_CANDIDATE = re.compile(r"[-+*/×÷^().\d\s]*\d[-+*/×÷^().\d\s]*")
+_CANDIDATE = re.compile(r"[-+*/×÷^().,\d\s]+")  # one character class: linear time on any text
+MAX_CANDIDATES = 64  # expressions tried per text, longest first
 _OPERATOR = re.compile(r"\d\s*(?:\*\*|[-+*/%×÷^])\s*[-+(.\d]")
 
 
@@ -144,10 +145,9 @@ def find_expression(text: str) -> tuple[str, Fraction] | None:
     """The longest arithmetic expression (with an operator) in the instruction, else in the whole
     text, that evaluates; or a lone number when there is no operator anywhere; None if neither."""
     for part in (_instruction(text), text):
-        candidates = sorted(
-            {c.strip() for c in _CANDIDATE.findall(part) if _OPERATOR.search(c)}, key=len, reverse=True
-        )
-        for c in candidates:
+        runs = {p.strip().strip(",") for c in _CANDIDATE.findall(part) for p in re.split(r",\s", c)}
+        candidates = sorted((c for c in runs if _OPERATOR.search(c)), key=len, reverse=True)
+        for c in candidates[:MAX_CANDIDATES]:
             for cut in (c, c.strip("()"), c.rstrip(".")):
                 try:
                     return cut, evaluate_expression(cut)
@@ -239,7 +239,8 @@ class PythonTool:
         stdout = (result.stdout or "")[-MAX_STDOUT_CHARS:]
         lines = [line.strip() for line in stdout.splitlines() if line.strip()]
         if result.status == "passed" and lines:
-            text = f"{shown}\nOutput:\n{stdout.strip()}\nAnswer: {lines[-1]}"
+            last = lines[-1] if lines[-1].lower().startswith("answer") else f"Answer: {lines[-1]}"
+            text = f"{shown}\nOutput:\n{stdout.strip()}\n{last}"
             return _tool_generation(text, {**tool, "status": "ok", "reason": ""}, t0, gen)
         if result.status == "passed":
             status, reason = "failed", "the program printed nothing"
