@@ -132,7 +132,7 @@ def test_protocol_rollouts_and_replay_send_byte_identical_synthesiser_prompts(tm
             synth = next(m for m in ep["messages"] if m["role"] in SYNTH_ROLES)
             first = recorder.sent[synth["content"]].messages[0]
             assert first == {"role": "system", "content": PERSONA}  # the persona is really in the prompt
-    rounds_per_ep = {"moa": 1}.get(protocol, options.get("rounds", 2))
+    rounds_per_ep = 1 if protocol == "moa" else options.get("rounds", cfg.protocol.resolved.rounds)
     assert compared == 3 * rounds_per_ep
 
 
