@@ -176,3 +176,18 @@ def test_the_leader_recipe_is_two_stages_and_the_sampling_budget_is_config():
 
     with pytest.raises(ConfigError, match="train.sft_samples must be >= 1"):
         TrainConfig.load("leader", ["train.sft_samples=0"])
+
+
+def test_a_run_written_before_the_new_fields_resumes_without_a_config_change():
+    """A manifest from before pool.rounds / train.sft_* lacks them; at their defaults they are no change."""
+    from workbench.config import to_dict
+    from workbench.rl.trainer import _added_at_default, config_differences
+
+    new = to_dict(TrainConfig.load("leader"))
+    old = json.loads(json.dumps(new))
+    for section, key in (("pool", "rounds"), ("train", "sft_samples"), ("train", "sft_questions")):
+        old[section].pop(key)
+    diffs = config_differences(old, new)
+    assert sorted(diffs)[0].startswith("pool.rounds: '<unset>' -> 1")
+    assert [d for d in diffs if not _added_at_default(d)] == ["train.sft_questions: '<unset>' -> 64"]
+    assert not _added_at_default("train.lr: 0.0001 -> 0.001")

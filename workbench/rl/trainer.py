@@ -174,7 +174,7 @@ def _check_resume_config(run_dir: Path, cfg: TrainConfig, allow_change: bool) ->
         return []
     if found.get("config_sha256") == config_hash(resolved):
         return []
-    diffs = config_differences(found["config"], resolved)
+    diffs = [d for d in config_differences(found["config"], resolved) if not _added_at_default(d)]
     if not diffs:
         return []
     listed = "; ".join(diffs[:12]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 12 else "")
@@ -197,6 +197,22 @@ def _check_resume_config(run_dir: Path, cfg: TrainConfig, allow_change: bool) ->
     write_json(run_dir / "manifest.json", found)
     print(f"[train] resume applies the edited config: {listed}", file=sys.stderr)
     return diffs
+
+
+def _added_at_default(diff: str) -> bool:
+    """A field added to the config after the run started, at its default (``pool.rounds: '<unset>'
+    -> 1``): the run is unchanged by it, so resuming a run written before the field is no change."""
+    from dataclasses import MISSING, fields
+
+    from workbench.rl.config import PoolSettings, TrainSettings
+
+    key, _, change = diff.partition(": ")
+    section, _, name = key.partition(".")
+    cls = {"train": TrainSettings, "pool": PoolSettings}.get(section)
+    if cls is None or not change.startswith("'<unset>' -> "):
+        return False
+    field = next((f for f in fields(cls) if f.name == name), None)
+    return field is not None and field.default is not MISSING and change == f"'<unset>' -> {field.default!r}"
 
 
 def _load_run_config(run_dir: Path) -> TrainConfig:
