@@ -159,6 +159,9 @@ def test_no_gold_answer_in_a_target_unless_the_model_wrote_it():
     )
     traces, counts = sample_leader_traces(tasks, pool, policy, LeaderConfig(peers=3), Train(4))
     assert traces == [] and counts["by_reason"]["wrong"] == 20 and counts["too_few"]
+    assert counts["rejected_examples"] == {
+        "wrong": "<think>Wait, 1 is wrong. It is 2.</think><answer>2</answer>"
+    }
     message = too_few_message(counts)
     assert (
         "found 0 self-correction trace(s) in 20 leader samples" in message and "train.sft_samples" in message

@@ -185,12 +185,15 @@ def sample_leader_traces(
     if bar is not None:
         bar.close()
     kept, reasons = [], Counter()
+    examples: dict[str, str] = {}  # the first rejected completion of each kind, for the record
     n = train.sft_samples
     for q, task in enumerate(tasks):
         slate, rnd = shown[q]
         for g in gens[q * n : (q + 1) * n]:
             verdict = classify_trace(task, slate, g.text, g.finish_reason)
             reasons[verdict["reason"]] += 1
+            if verdict["reason"] in REJECTED:
+                examples.setdefault(verdict["reason"], g.text[:600])
             if verdict["reason"] in KEPT:
                 kept.append(
                     {
@@ -219,6 +222,7 @@ def sample_leader_traces(
         "questions_with_a_trace": len({t["task_id"] for t in kept}),
         "needed": train.questions,
         "too_few": len(kept) < train.questions,
+        "rejected_examples": examples,
     }
     return kept, counts
 
