@@ -1,7 +1,9 @@
 """workbench.analysis on hand-built episodes: each metric against numbers computed by hand.
 
-Episodes are written as the protocols record them (messages, slate / round_summary events, meta);
-the analyses must decode them and get the numbers in the comments. End-to-end checks run the real
+Hand-built episodes are written as the protocols recorded them in episode schema 1 (messages,
+slate / round_summary events, meta: no recorded pools); the analyses must decode them and get the
+numbers in the comments. Schema 2 (recorded pools and verdicts) is checked against them in
+tests/test_schema2.py. End-to-end checks run the real
 protocols on a scripted backend through `run_eval` and `workbench analyze`.
 """
 
@@ -20,7 +22,7 @@ from workbench.analysis.coverage import by_train_step, coverage_identification
 from workbench.analysis.pools import Judge, rounds
 from workbench.analysis.rationale import auc
 from workbench.analysis.stats import bootstrap_ci, mean_ci, paired_bootstrap, seed_aggregate
-from workbench.episode import Episode, Message
+from workbench.episode import SCHEMA_1, Episode, Message
 
 
 # ---- hand-built episodes ----
@@ -40,6 +42,7 @@ def _episode(
     ep.events = [{"ts": 0.0, **e} for e in events]
     ep.meta = meta or {}
     ep.format_failure = final is None
+    ep.schema = SCHEMA_1  # recorded as before episode schema 2: rounds decoded from node names
     return ep.to_dict()
 
 

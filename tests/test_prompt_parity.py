@@ -132,7 +132,7 @@ def test_protocol_rollouts_and_replay_send_byte_identical_synthesiser_prompts(tm
             synth = next(m for m in ep["messages"] if m["role"] in SYNTH_ROLES)
             first = recorder.sent[synth["content"]].messages[0]
             assert first == {"role": "system", "content": PERSONA}  # the persona is really in the prompt
-    rounds_per_ep = {"moa": 1}.get(protocol, options.get("rounds", 2))
+    rounds_per_ep = 1 if protocol == "moa" else options.get("rounds", cfg.protocol.resolved.rounds)
     assert compared == 3 * rounds_per_ep
 
 
@@ -220,3 +220,59 @@ def test_the_replay_reads_a_central_reply_as_the_protocol_did(tmp_path, lenient)
             read = synth_answer(setup, judge.task(ep), rnd.candidates, central["content"])
             assert read == central["extracted"]
             assert (read is None) == (not lenient)
+
+
+# ---- later rounds: training slates built by playing the protocol (pool.rounds > 1) ----
+@pytest.mark.parametrize(
+    "recipe,options",
+    [("maestro", {"rounds": 3, "explorers": 2, "samples": 2}), ("leader", {"rounds": 3, "peers": 3})],
+)
+def test_later_round_slates_give_the_protocols_own_prompt_byte_for_byte(tmp_path, recipe, options):
+    """``build_round_pool`` plays the protocol with the frozen model and keeps each round's pool as
+    a slate; the trained role's prompt built from a slate of round r (``offline_messages``, what
+    ``offline_samples`` sends) is byte-identical to the request the protocol sent in round r."""
+    from workbench.rl.rollouts import build_round_pool, draw_slate, shown_count
+
+    recorder = Recorder()
+    pc = ProtocolConfig(recipe, options)
+    tasks = load_tasks(TaskConfig(name="arithmetic", limit=2)).tasks
+    pool = build_round_pool(
+        tasks, ScriptedBackend(recorder), recipe, pc, 3, 4, 0, tmp_path / "pool.jsonl", False
+    )
+    role = "central" if recipe == "maestro" else "leader"
+    sent = {
+        json.dumps(list(req.messages))
+        for req in recorder.sent.values()
+        if any(tag in req.messages[-1]["content"] for tag in ("<choice>", "<answer>"))
+    }
+    by_round = {}
+    for task in tasks:
+        entry = pool[task.id]
+        assert {s["round"] for s in entry.slates} == ({1, 2, 3} if recipe == "maestro" else {0, 1, 2})
+        for slate in entry.slates:
+            assert len(slate["answers"]) == shown_count(recipe, pc.resolved)
+            chat = offline_messages(recipe, task, slate["answers"], pc.resolved, round=slate["round"])
+            assert json.dumps(chat) in sent, f"{role} prompt of round {slate['round']} differs"
+            by_round.setdefault(slate["round"], 0)
+            by_round[slate["round"]] += 1
+            first = min(s["round"] for s in entry.slates)
+            assert (slate["broadcast"] is None) == (slate["round"] == first)  # later rounds saw one
+    assert len(by_round) == 3
+    # the trainer draws whole slates, from any round, in the protocol's order
+    import random
+
+    drawn = {draw_slate(pool[tasks[0].id], 4, random.Random(i), False)[1] for i in range(40)}
+    assert drawn == set(by_round)
+    again = build_round_pool(tasks, None, recipe, pc, 3, 4, 0, tmp_path / "pool.jsonl", False)  # reused
+    assert again[tasks[0].id].slates == pool[tasks[0].id].slates
+
+
+def test_pool_rounds_beyond_the_protocols_rounds_is_one_line():
+    from workbench.config import ConfigError
+    from workbench.rl.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"pool.rounds=3 is beyond protocol.rounds=2.*set pool.rounds <= 2"):
+        TrainConfig.load("maestro", ["pool.rounds=3"])
+    with pytest.raises(ConfigError, match="pool.rounds must be >= 1"):
+        TrainConfig.load("leader", ["pool.rounds=0"])
+    assert TrainConfig.load("maestro", ["pool.rounds=2"]).pool.rounds == 2

@@ -60,7 +60,7 @@ def test_built_in_recipes_load_and_validate():
         ("maestro", ["lora.rank=0"], "lora.rank"),
         ("maestro", ["train.warm_start=2"], "objective=sft"),
         ("leader", ["train.warm_start=-1"], "warm_start must be >= 0"),
-        ("leader", ["train.steps=0"], "or 0 with train.warm_start > 0"),
+        ("leader", ["train.steps=0", "train.warm_start=0"], "or 0 with train.warm_start > 0"),
         ("maestro", ["colour=red"], "unknown top-level key"),
         ("maestro", ["train.rationale_tokens=0"], "rationale_tokens must be >= 1"),
         ("maestro", ["train.rationale_tokens=-5"], "rationale_tokens must be >= 1"),
@@ -112,25 +112,10 @@ def test_mixed_slates_show_a_right_and_a_wrong_answer_at_uniform_positions():
     assert len(draw_shown(answers[:2], 3, rng, mixed=True)) == 2  # fewer answers than slots: all of them
 
 
-def test_warm_start_demonstrations_are_well_formed():
+def test_conductor_warm_start_plans_are_well_formed():
     from workbench.protocols.conductor import parse_plan
-    from workbench.protocols.leader import leader_answer
-    from workbench.rl.warmstart import conductor_plan, leader_trace
-    from workbench.tasks import Task
+    from workbench.rl.warmstart import conductor_plan
 
-    task = Task("t", "What is 3 + 4?", "7")
-    shown = [
-        {"extracted": "6", "correct": False},
-        {"extracted": "6", "correct": False},
-        {"extracted": "7", "correct": True},
-    ]
-    trace = leader_trace(task, shown)
-    assert "Most say 6" in trace and "Wait, 6 does not hold" in trace and "matches member 3" in trace
-    assert leader_answer(trace, task, strict=True) == ("7", True)  # the strict RL reward's format
-    right = leader_trace(task, [{"extracted": "7", "correct": True}, {"extracted": None, "correct": False}])
-    assert "Wait" not in right and "it holds" in right and "says nothing" in right
-    none = leader_trace(task, [{"extracted": None, "correct": False}])
-    assert "solve it myself" in none and none.endswith("<answer>7</answer>")
     rng = random.Random(0)
     shapes = Counter()
     for n in (1, 2, 3):
@@ -159,40 +144,6 @@ def test_eligible_questions_threshold_and_mixed():
     assert eligible_questions(tasks, pool, 1.0, mixed=False) == [0, 1, 2, 3]  # 1.0 keeps every question
     assert eligible_questions(tasks, pool, 1.0, mixed=True) == [1, 2]  # a right and a wrong answer
     assert eligible_questions(tasks, {"q1": pool["q1"]}, 1.0, mixed=False) == [1]  # not pooled: not trained
-
-
-def test_leader_demonstrations_with_mixed_pools_always_show_the_gold_answer():
-    """pool.mixed reaches the warm start: every leader trace then ends in an answer a peer gave."""
-    from workbench.protocols.leader import LeaderConfig
-    from workbench.rl.rollouts import PoolEntry
-    from workbench.rl.warmstart import demonstrations
-    from workbench.tasks import Task
-
-    class Chars:  # a character-level stand-in for the tokenizer: the demonstrations' text is what matters
-        eos_token_id = 0
-
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [ord(c) for c in text]}
-
-    class Policy:
-        tokenizer = Chars()
-
-        def encode_chat(self, messages):
-            return [ord(c) for m in messages for c in m["content"]]
-
-    tasks = [Task(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(30)]
-
-    def answers(i):  # one right and five wrong pooled answers per question
-        right = [{"text": "", "extracted": str(i + 1), "correct": True}]
-        return right + [{"text": "", "extracted": str(i + 9 + j), "correct": False} for j in range(5)]
-
-    pool = {t.id: PoolEntry(t.id, answers(i)) for i, t in enumerate(tasks)}
-    cfg = LeaderConfig()
-    for mixed in (True, False):
-        demos = demonstrations("leader", tasks, pool, Policy(), cfg, seed=0, step=1, mixed=mixed)
-        matched = ["That matches member" in d.text for d in demos]
-        assert all(matched) if mixed else not all(matched)  # 1 right of 6: plain draws often miss it
-        assert all(d.text.endswith(f"<answer>{t.answer}</answer>") for d, t in zip(demos, tasks, strict=True))
 
 
 @pytest.mark.slow
@@ -323,10 +274,18 @@ def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
 @pytest.mark.slow
 def test_leader_offline_and_conductor_online_take_a_step(tmp_path):
     leader = _train(
-        tmp_path, "leader", ["train.steps=1", "train.warm_start=1", "protocol.rounds=1", "protocol.peers=2"]
+        tmp_path,
+        "leader",
+        ["train.steps=1", "train.warm_start=1", "protocol.rounds=1", "protocol.peers=2"]
+        + ["train.sft_questions=2", "train.sft_samples=2"],
     )
     warm, rl = _lines(leader.run_dir / "metrics.jsonl")
-    assert warm["phase"] == "warm_start" and warm["loss"] > 0 and rl["phase"] == "rl" and rl["samples"] == 2
+    sampled = leader.summary["sft_sampling"]
+    assert sampled["samples"] == 4 and sum(sampled["by_reason"].values()) == 4
+    assert (leader.run_dir / "sft_traces.jsonl").exists() and warm["sft_traces"] == sampled["kept"]
+    # the base 135M leader rarely corrects itself: too few traces is said, and the SFT step skips
+    assert warm["phase"] == "warm_start" and (warm["samples"] == 1 or "sft_skipped" in warm)
+    assert rl["phase"] == "rl" and rl["samples"] == 2
     assert [e["step"] for e in _lines(leader.run_dir / "evals.jsonl")] == [
         0,
         1,

@@ -118,11 +118,12 @@ def debate_episode(meta: dict | None = None) -> dict:
         {"source": "judge", "target": "answer", "round": 2, "message_id": 4},
     ]
     msgs = [
-        Message(0, 1, "a", ["b"], "debater", "I say 2. Answer: 2", extracted="2"),
-        Message(1, 1, "b", ["a"], "debater", "I say 3. Answer: 3", extracted="3"),
-        Message(2, 2, "a", ["judge"], "debater", "Still 2. Answer: 2", extracted="2"),
+        # verdicts as the episode records them (schema 2): the viewer never judges an answer itself
+        Message(0, 1, "a", ["b"], "debater", "I say 2. Answer: 2", extracted="2", correct=True),
+        Message(1, 1, "b", ["a"], "debater", "I say 3. Answer: 3", extracted="3", correct=False),
+        Message(2, 2, "a", ["judge"], "debater", "Still 2. Answer: 2", extracted="2", correct=True),
         Message(3, 2, "b", ["judge"], "debater", "Fine, no idea."),
-        Message(4, 2, "judge", ["answer"], "judge", "Answer: 2", extracted="2"),
+        Message(4, 2, "judge", ["answer"], "judge", "Answer: 2", extracted="2", correct=True),
     ]
     return episode_dict(graph={"nodes": nodes, "edges": edges}, messages=msgs, meta=meta)
 

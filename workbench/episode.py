@@ -2,18 +2,30 @@
 
 One episode is one task attempted by one protocol. It serialises to one JSON line:
 
-    schema          "workbench.episode/1" (bump the number on an incompatible change)
+    schema          "workbench.episode/2" (bump the number on an incompatible change; /1 is
+                    still read: see SCHEMA_1 below)
     episode_id      unique within a run ("<task_id>#<seed>")
     task_id, question, gold
     protocol        name of the protocol that produced it
     final_answer    the extracted answer (None when the protocol could not produce one)
     correct         bool; reward: float (1.0 / 0.0 for evaluation; RL may shape it)
     format_failure  True when no answer could be parsed from what the model wrote
-    messages        [{id, round, sender, receivers, role, content, completion_tokens, ...}]
+    messages        [{id, round, sender, receivers, role, content, completion_tokens, ...,
+                      extracted, correct}]: ``correct`` is the task verifier's verdict on
+                      ``extracted`` (None when the message carries no answer)
     events          [{ts, type, ...}]: generation_started/finished, message, decision, episode_*
     graph           {nodes: [{id, role, label}], edges: [{source, target, round, message_id}]}:
                     who informed whom; "task" is the source node and "answer" the sink
     usage           {calls, prompt_tokens, completion_tokens, wall_s}
+    pools           [{round, candidates, agents, synthesis, rule, answer, correct, meta}]: each
+                    round's pool as the protocol recorded it (``EpisodeContext.record_pool``):
+                    the candidates' message ids and agent positions, the synthesising message's
+                    id (or None), how the synthesis was made ("model", "majority", or None: no
+                    synthesis), its answer and verdict, protocol facts (maestro's pick)
+
+Schema 1 (before 2026-12-07) has no ``pools`` and no per-message ``correct``; it is still read
+(``validate`` accepts it, ``Episode.from_dict`` keeps its schema string), and the analyses and the
+viewer decode its rounds from node names as before (workbench/analysis/pools.py, ``legacy_rounds``).
 """
 
 from __future__ import annotations
@@ -21,7 +33,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "workbench.episode/1"
+SCHEMA = "workbench.episode/2"
+SCHEMA_1 = "workbench.episode/1"  # no pools, no message verdicts: still read
+READABLE = (SCHEMA_1, SCHEMA)
+POOL_RULES = ("model", "majority", None)  # how a pool's synthesis was made (None: no synthesis)
 REQUIRED = (
     "schema",
     "episode_id",
@@ -58,6 +73,7 @@ class Message:
     prompt_tokens: int = 0
     extracted: str | None = None  # the answer parsed from content, when the protocol parses one
     finish_reason: str | None = None
+    correct: bool | None = None  # the task verifier's verdict on ``extracted`` (None: no answer)
 
 
 @dataclass
@@ -92,6 +108,7 @@ class Episode:
     index: int = 0  # the item's position in the run's task list
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)  # protocol-specific facts (vote counts, ...)
+    pools: list[dict[str, Any]] = field(default_factory=list)  # each round's pool (schema 2)
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,9 +153,10 @@ def validate(d: Any) -> None:
         raise EpisodeFormatError(f"episode missing field(s): {', '.join(missing)}")
     if not isinstance(d["schema"], str) or not d["schema"].startswith("workbench.episode/"):
         raise EpisodeFormatError(f"unknown schema {str(d['schema'])[:80]!r}")
-    if d["schema"] != SCHEMA:
+    if d["schema"] not in READABLE:
         raise EpisodeFormatError(
-            f"schema {d['schema'][:80]!r} is not {SCHEMA!r}; this workbench cannot read it"
+            f"schema {d['schema'][:80]!r}: this workbench cannot read it (it reads "
+            f"{', '.join(READABLE)}); update workbench"
         )
     for key in ("episode_id", "task_id", "protocol", "question"):
         if not isinstance(d[key], str):
@@ -167,6 +185,8 @@ def validate(d: Any) -> None:
         if not _is_number(e["ts"]) or not isinstance(e["type"], str):
             raise EpisodeFormatError("an event's 'ts' must be a number and its 'type' a string")
     _validate_graph(d["graph"])
+    if d["schema"] != SCHEMA_1:
+        _validate_pools(d.get("pools"), {m["id"] for m in d["messages"]})
     u = d["usage"]
     if not isinstance(u, dict) or any(k not in u for k in USAGE_FIELDS):
         raise EpisodeFormatError(f"'usage' needs {', '.join(USAGE_FIELDS)}")
@@ -213,6 +233,37 @@ def _validate_messages(messages: Any) -> None:
         for k in ("extracted", "finish_reason"):
             if not _is_opt_str(m.get(k)):
                 raise EpisodeFormatError(f"a message's '{k}' must be a string or null")
+        if m.get("correct") is not None and not isinstance(m["correct"], bool):
+            raise EpisodeFormatError("a message's 'correct' must be true, false or null")
+
+
+def _validate_pools(pools: Any, message_ids: set[int]) -> None:
+    """Schema 2's ``pools``: every id names a message of the episode, types as documented."""
+    if not isinstance(pools, list):
+        raise EpisodeFormatError("'pools' must be a list (schema 2 records each round's pool)")
+    for p in pools:
+        if not isinstance(p, dict) or not _is_int(p.get("round")):
+            raise EpisodeFormatError("every pool must be an object with an integer 'round'")
+        cands, agents = p.get("candidates"), p.get("agents")
+        if not isinstance(cands, list) or not all(_is_int(c) and c in message_ids for c in cands):
+            raise EpisodeFormatError("a pool's 'candidates' must be the ids of the episode's messages")
+        if (
+            not isinstance(agents, list)
+            or len(agents) != len(cands)
+            or not all(isinstance(a, str) for a in agents)
+        ):
+            raise EpisodeFormatError("a pool's 'agents' must be one string per candidate")
+        syn = p.get("synthesis")
+        if syn is not None and not (_is_int(syn) and syn in message_ids):
+            raise EpisodeFormatError("a pool's 'synthesis' must be a message id or null")
+        if p.get("rule") not in POOL_RULES:
+            raise EpisodeFormatError(f"a pool's 'rule' must be one of {POOL_RULES}")
+        if not _is_opt_str(p.get("answer")):
+            raise EpisodeFormatError("a pool's 'answer' must be a string or null")
+        if p.get("correct") is not None and not isinstance(p["correct"], bool):
+            raise EpisodeFormatError("a pool's 'correct' must be true, false or null")
+        if "meta" in p and not isinstance(p["meta"], dict):
+            raise EpisodeFormatError("a pool's 'meta' must be an object")
 
 
 def _validate_graph(g: Any) -> None:

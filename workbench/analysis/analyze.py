@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,15 +202,13 @@ def compare_analyses(analyses: list[dict], episodes: dict[str, list[dict]]) -> d
                 {e["task_id"]: float(e["correct"]) for e in eb},
             )
             paired.append({"a": labels[a["run"]], "b": labels[b["run"]], **po, "paired_bootstrap": pb})
-    seeds: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for a in analyses:
-        seeds[(a["task"], a["protocol"])].append(a["accuracy"]["mean"])
+    seeds = _seed_rows(analyses, labels)
     singles = {a["task"]: a["accuracy"]["mean"] for a in analyses if a["protocol"] == "single"}
     return {
         "schema": "workbench.analysis-comparison/1",
         "runs": runs,
         "paired": paired,
-        "seeds": [{"task": t, "protocol": p, **seed_aggregate(v)} for (t, p), v in sorted(seeds.items())],
+        "seeds": seeds,
         "routing": [
             {"label": labels[a["run"]], "rows": a["routing"]["rows"]} for a in analyses if a.get("routing")
         ],
@@ -227,6 +224,30 @@ def compare_analyses(analyses: list[dict], episodes: dict[str, list[dict]]) -> d
             if r["p_first"] is not None
         ],  # fmt: skip
     }
+
+
+def _seed_rows(analyses: list[dict], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Seed aggregation: only runs whose configs differ in nothing but the seed are pooled
+    (workbench/analysis/seeds.py); each group says which runs it pooled and, where one (task,
+    protocol) has several groups, in what its config differs from the first group's."""
+    from workbench.analysis.seeds import config_key, differences, seed_groups
+
+    configs = [read_config(Path(a["run"]) / "config.yaml") for a in analyses]
+    rows = []
+    for group in seed_groups(configs):
+        a0 = analyses[group[0]]
+        first = next(
+            i for i, a in enumerate(analyses) if (a["task"], a["protocol"]) == (a0["task"], a0["protocol"])
+        )
+        rows.append(
+            {
+                "task": a0["task"], "protocol": a0["protocol"], "config": config_key(configs[group[0]]),
+                "runs": [labels[analyses[i]["run"]] for i in group],
+                "differs_from_first": differences(configs[first], configs[group[0]]) if first not in group else [],
+                **seed_aggregate([analyses[i]["accuracy"]["mean"] for i in group]),
+            }
+        )  # fmt: skip
+    return sorted(rows, key=lambda r: (r["task"], r["protocol"], r["config"]))
 
 
 def analyze(

@@ -1,6 +1,7 @@
 """Coverage and identification (Maestro's lens; also the leader, debate and vote).
 
-Per round t over the episodes of a run:
+Per round t over the episodes of a run (the pools and verdicts the protocol recorded, read by
+``pools.rounds``):
 
     p_t = P(the pool of round t holds a correct candidate)                        coverage
     q_t = P(the synthesis of round t is correct | the pool of round t is covered)  identification

@@ -9,7 +9,9 @@ the value v(S) of a coalition S is 1 if the synthesiser, shown only S's messages
     leader         the leader's last synthesis replayed with only S's answers
     moa            the aggregator replayed with only S's responses
 
-v(N) is the episode's recorded outcome and v(∅) = 0 (no team, no answer). Then
+v(N) is the episode's recorded outcome and v(∅) = 0 (no team, no answer). The players and their
+answers' verdicts are the ones the protocol recorded (episode schema 2: ``episode["pools"]``'s
+agent positions, ``message["correct"]``; schema 1: decoded by ``pools.legacy_rounds``). Then
 
     Shapley   φ_i = Σ_{S ⊆ N∖{i}} |S|! (n−|S|−1)! / n! · (v(S ∪ {i}) − v(S))
     LOO       λ_i = v(N) − v(N ∖ {i})

@@ -1,7 +1,6 @@
 """Every episode as rounds of a *pool* (what the agents proposed) and a *synthesis* (what was made of it).
 
-All analyses read episodes through this one view, so a protocol's recording format is decoded in
-one place:
+All analyses read episodes through this one view:
 
     protocol   pool of round r                       synthesis of round r
     single     the agent's answer                    (none: the answer is the pool)
@@ -11,11 +10,19 @@ one place:
     maestro    the N·K explorer samples of round r   the central agent's pick (or Central-Gen's answer)
     leader     the K peers of round t                the leader's answer of round t
 
+**Schema 2** (workbench/episode.py): the protocol recorded each round's pool (``episode["pools"]``:
+candidate message ids, agent positions, the synthesising message and rule, its answer and verdict)
+and every message carries the task verifier's verdict (``message["correct"]``): ``rounds`` reads
+them as they are, no node name is decoded and nothing is re-judged.
+
+**Schema 1** (older runs): ``legacy_rounds`` decodes the rounds from roles and node names as before;
+correctness comes from the protocol's own record where it has one (maestro's ``slate``, the
+leader's ``round_summary``) and otherwise from a ``Judge``: the run's task verifier, reloaded from
+the run's config (or, when the tasks cannot be reloaded, a verifier built from the episode's gold
+answer).
+
 A candidate's *agent* is its position without the round (``explorer-1``, ``peer-0``, ``sample-3``):
-the unit of per-agent credit. Correctness comes from the protocol's own record where it has one
-(maestro's ``slate``, the leader's ``round_summary``) and otherwise from a ``Judge``: the run's task
-verifier, reloaded from the run's config (or, when the tasks cannot be reloaded, a verifier built
-from the episode's gold answer).
+the unit of per-agent credit.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.episode import SCHEMA_1
 from workbench.tasks.base import Task, data_dir
 
 SYNTH_PROTOCOLS = ("vote", "debate", "moa", "maestro", "maestro_gen", "leader")
@@ -99,10 +107,15 @@ class Judge:
         return Task(episode["task_id"], episode["question"], str(episode["gold"]), kind)
 
     def correct(self, episode: dict[str, Any], answer: str | None) -> bool | None:
+        """The verdict on ``answer``: the one the episode recorded for it (its final answer; in
+        schema 2 any message's or pool's answer), else the run's verifier (cached)."""
         if answer is None:
             return False
         if answer == episode.get("final_answer"):
             return bool(episode["correct"])
+        recorded = recorded_answer_verdicts(episode).get(answer)
+        if recorded is not None:
+            return recorded
         key = (episode["task_id"], answer)
         if key not in self._cache:
             task = self.task(episode)
@@ -166,9 +179,85 @@ def _events(episode: dict, type_: str) -> list[dict]:
     return [e for e in episode["events"] if e.get("type") == type_]
 
 
+def is_legacy(episode: dict[str, Any]) -> bool:
+    """Schema 1: no recorded pools or message verdicts (decoded from node names instead)."""
+    return episode.get("schema") == SCHEMA_1
+
+
+def recorded_answer_verdicts(episode: dict[str, Any]) -> dict[str, bool]:
+    """Answer -> the verdict the episode recorded for it (schema 2: messages and pools; {} for schema 1)."""
+    if is_legacy(episode):
+        return {}
+    out: dict[str, bool] = {}
+    for m in episode.get("messages") or []:
+        if isinstance(m.get("extracted"), str) and isinstance(m.get("correct"), bool):
+            out.setdefault(m["extracted"], m["correct"])
+    for p in episode.get("pools") or []:
+        if isinstance(p, dict) and isinstance(p.get("answer"), str) and isinstance(p.get("correct"), bool):
+            out.setdefault(p["answer"], p["correct"])
+    return out
+
+
+def message_verdicts(episode: dict[str, Any]) -> dict[Any, bool]:
+    """Message id -> the task verifier's verdict recorded for it. Schema 2: every message that
+    carries an answer. Schema 1: only what the protocol recorded (maestro's slates, the leader's
+    round summaries: the candidates' verdicts by the task verifier); other messages have none."""
+    msgs = episode.get("messages") or []
+    if not is_legacy(episode):
+        return {m.get("id"): m["correct"] for m in msgs if isinstance(m.get("correct"), bool)}
+    out: dict[Any, bool] = {}
+    try:  # a hostile schema-1 record (the viewer reads any file): no verdict rather than a crash
+        judged = [r for r in legacy_rounds(episode, _NO_JUDGE) if r.candidates]
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return out
+    by_node = {m.get("sender"): m.get("id") for m in msgs}
+    for r in judged:
+        for c in r.candidates:
+            if isinstance(c.correct, bool) and c.node in by_node:
+                out[by_node[c.node]] = c.correct
+    return out
+
+
+class _NoJudge(Judge):
+    """Gives no verdict of its own (None): what only the episode's record says is kept."""
+
+    def correct(self, episode: dict[str, Any], answer: str | None) -> bool | None:
+        return None
+
+
+_NO_JUDGE = _NoJudge()
+
+
 def rounds(episode: dict[str, Any], judge: Judge | None = None) -> list[Round]:
-    """The episode's rounds (pool + synthesis), in order; [] for protocols without a pool (conductor)."""
-    judge = judge or Judge()
+    """The episode's rounds (pool + synthesis), in order; [] for protocols without a pool (conductor).
+
+    Schema 2: the pools the protocol recorded, with the verdicts recorded on its messages.
+    Schema 1: ``legacy_rounds`` (decoded from node names; ``judge`` fills in verdicts)."""
+    if is_legacy(episode):
+        return legacy_rounds(episode, judge or Judge())
+    msgs = {m["id"]: m for m in episode["messages"]}
+    out = []
+    for p in episode.get("pools") or []:
+        cands = []
+        for mid, agent in zip(p["candidates"], p["agents"], strict=True):
+            m = msgs[mid]
+            ok = m.get("correct")
+            cands.append(
+                Candidate(agent, m["sender"], m["content"], m["extracted"], False if ok is None else bool(ok))
+            )
+        rnd = Round(p["round"], cands, meta=dict(p.get("meta") or {}))
+        if p.get("rule") is not None:
+            rnd.synth_answer = p.get("answer")
+            rnd.synth_correct = bool(p.get("correct"))
+            if p["rule"] == "model" and p.get("synthesis") is not None:
+                rnd.synth_node = msgs[p["synthesis"]]["sender"]
+        out.append(rnd)
+    return out
+
+
+def legacy_rounds(episode: dict[str, Any], judge: Judge) -> list[Round]:
+    """Schema 1: the rounds decoded from the messages' roles and node names (the recording format
+    before pools were recorded), verdicts from the protocol's events or ``judge``."""
     proto = episode["protocol"]
     msgs = episode["messages"]
     if proto == "single":

@@ -4,7 +4,11 @@ A protocol is ``async def run(task, team, cfg, ctx) -> None``. It asks for gener
 ``await ctx.generate([Call(...), ...])`` (all calls of one phase together, so they are batched)
 and ends with ``ctx.finish(answer)``. The context turns every call into a message, events,
 graph edges and usage, so protocols cannot forget to record anything and never touch models or
-files themselves.
+files themselves. A protocol whose rounds pool candidates for a synthesis says so with
+``ctx.record_pool(round, candidates, agents, synthesis, rule)`` (episode schema 2: the analyses and
+the viewer read pools from there, never from node names), and ``finish`` gives every message that
+carries an answer the task verifier's verdict (``Message.correct``; ``ctx.verdict`` during the run,
+cached per answer).
 """
 
 from __future__ import annotations
@@ -196,6 +200,8 @@ class EpisodeContext:
         if isinstance(task.meta.get("family"), str):  # an item of a task mixture (tasks/mix.py)
             self.episode.meta["family"] = task.meta["family"]
         self._nodes: dict[str, dict] = {}
+        self._verdicts: dict[str, bool] = {}  # the task verifier's verdict per answer string
+        self._pools: list[tuple[dict, list[Message], Message | None]] = []
         self.add_node(TASK_NODE, "task", "Task")
         self.event("episode_started", task_id=task.id)
 
@@ -248,6 +254,45 @@ class EpisodeContext:
         failure or a wrong answer, the episode stays in n, and this event says what happened."""
         self.event("verifier_error", stage=stage, node=node, error=error)
         self.episode.meta["verifier_errors"] = self.episode.meta.get("verifier_errors", 0) + 1
+
+    def verdict(self, answer: str | None) -> bool:
+        """The task verifier's verdict on ``answer`` (False for None), cached per answer; a verifier
+        that fails is recorded as a ``verifier_error`` event and counts the answer wrong."""
+        if answer is None:
+            return False
+        if answer not in self._verdicts:
+            ok, error = safe_check(self.task, answer)
+            if error is not None:
+                self.verifier_error("check", error)
+            self._verdicts[answer] = ok
+        return self._verdicts[answer]
+
+    def known_verdict(self, answer: str, correct: bool) -> None:
+        """Seed the verdict cache with a verdict the same verifier gave before (a pooled answer)."""
+        self._verdicts.setdefault(answer, bool(correct))
+
+    def record_pool(
+        self,
+        round_: int,
+        candidates: list[Message],
+        agents: list[str],
+        synthesis: Message | None = None,
+        rule: str | None = None,
+        answer: str | None = None,
+        **meta,
+    ) -> None:
+        """Record round ``round_``'s pool: the candidate messages (with their agent positions,
+        e.g. ``explorer-1``: the unit of per-agent credit), the message that synthesised them and
+        how (``rule``: "model" for a model synthesiser, "majority" for the majority rule, None for
+        no synthesis). The synthesis's answer is ``answer`` when given (a majority without a message
+        of its own, a fallback), else ``synthesis.extracted`` at ``finish``; its verdict is computed
+        there. ``meta``: protocol facts kept with the pool (maestro's pick and parse)."""
+        if len(agents) != len(candidates):
+            raise ValueError("record_pool: one agent position per candidate")
+        if rule not in ("model", "majority", None) or (rule is None and synthesis is not None):
+            raise ValueError("record_pool: rule is 'model' or 'majority' (a synthesis), or None (none)")
+        entry = {"round": round_, "agents": list(agents), "rule": rule, "answer": answer, "meta": meta}
+        self._pools.append((entry, list(candidates), synthesis))
 
     def propose(self, answer: str | None) -> None:
         """The protocol's current best answer: what the episode ends with if the budget stops it."""
@@ -337,6 +382,27 @@ class EpisodeContext:
             if error is not None:
                 self.verifier_error("check", error)
         ep.reward = 1.0 if ep.correct else 0.0
+        if answer is not None:
+            self._verdicts.setdefault(answer, ep.correct)
+        for m in ep.messages:  # every answer carries the task verifier's verdict (schema 2)
+            m.correct = None if m.extracted is None else self.verdict(m.extracted)
+        ep.pools = []
+        for entry, candidates, synthesis in self._pools:
+            synth_answer = entry["answer"]
+            if synth_answer is None and synthesis is not None:
+                synth_answer = synthesis.extracted
+            ep.pools.append(
+                {
+                    "round": entry["round"],
+                    "candidates": [m.id for m in candidates],
+                    "agents": entry["agents"],
+                    "synthesis": None if synthesis is None else synthesis.id,
+                    "rule": entry["rule"],
+                    "answer": synth_answer,
+                    "correct": None if entry["rule"] is None else self.verdict(synth_answer),
+                    "meta": entry["meta"],
+                }
+            )
         ep.meta.update(meta)
         ep.usage.wall_s = round(time.perf_counter() - self._t0, 4)
         if self.budget.max_tokens is not None:

@@ -79,11 +79,15 @@ async def run(task: Task, team: Team, cfg: DebateConfig, ctx: EpisodeContext) ->
         prev = await ctx.ask(calls)
         winner, counts = majority([m.extracted for m in prev])
         ctx.event("round_summary", round=r, answers=[m.extracted for m in prev], counts=counts)
+        if not last:  # the last round's pool is recorded with the vote's message below
+            ctx.record_pool(
+                r, prev, [f"agent-{i}" for i in range(cfg.agents)], rule="majority", answer=winner
+            )
         ctx.propose(winner)
     ctx.add_node("vote", "aggregator", "Majority vote")
     winner, counts = majority([m.extracted for m in prev])
     ctx.event("decision", node="vote", answer=winner, counts=counts)
-    ctx.message(
+    decision = ctx.message(
         "vote",
         (ANSWER_NODE,),
         "aggregator",
@@ -91,6 +95,7 @@ async def run(task: Task, team: Team, cfg: DebateConfig, ctx: EpisodeContext) ->
         cfg.rounds,
         extracted=winner,
     )
+    ctx.record_pool(cfg.rounds, prev, [f"agent-{i}" for i in range(cfg.agents)], decision, "majority")
     ctx.finish(winner, votes=counts)
 
 

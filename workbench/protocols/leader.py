@@ -43,7 +43,7 @@ _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 @dataclass(frozen=True)
 class LeaderConfig:
     peers: int = 3  # K (the paper: 3)
-    rounds: int = 2  # T (the paper: 5); generations per query = (K+1)·T
+    rounds: int = 5  # T, the paper's; generations per query = (K+1)·T (a CPU preset: rounds=2)
     share: str = "full"  # full: whole texts are shared | answer: only final answers
     solo: bool = False  # the leader alone (no peers)
     strict_format: bool = False  # True: no <answer> tag = format failure (the RL reward's rule)
@@ -156,12 +156,12 @@ async def run(task: Task, team: Team, cfg: LeaderConfig, ctx: EpisodeContext) ->
             "round_summary",
             round=t,
             peer_answers=[m.extracted for m in prev_peers] if peers else [],
-            peer_correct=[m.extracted is not None and task.is_correct(m.extracted) for m in prev_peers]
-            if peers
-            else [],
+            peer_correct=[ctx.verdict(m.extracted) for m in prev_peers] if peers else [],
             leader_answer=prev_lead.extracted,
             leader_tagged=ok,
         )
+        pool = prev_peers if peers else []
+        ctx.record_pool(t, pool, [f"peer-{i}" for i in range(len(pool))], prev_lead, "model")
         ctx.propose(prev_lead.extracted)
     ctx.finish(prev_lead.extracted, leader_tagged=tagged)
 

@@ -13,9 +13,10 @@ own answer from the pool instead of selecting (registered as `maestro_gen`); wit
 `central_samples > 1` (and a central temperature > 0) it is **Central-Gen+SC**: several such
 answers, then a majority vote.
 
-Generations per query: R·(N·K + central_samples). Per round the episode records an event
-`slate` with every candidate's answer, which were correct, the pick, and coverage (does the slate
-hold a correct candidate): the inputs of the coverage/identification analysis.
+Generations per query: R·(N·K + central_samples). Per round the episode records its pool
+(``ctx.record_pool``: the candidates, the central agent's message, the pick and how it was read)
+and an event `slate` with every candidate's answer, which were correct, the pick, and coverage
+(does the slate hold a correct candidate): the inputs of the coverage/identification analysis.
 
 Choices left open by the paper (config fields): ε per sample (`epsilon_mode="sample"`) or per
 agent (`"agent"`); the decision format; a decision that cannot be parsed keeps the previous
@@ -191,7 +192,7 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
         slate = await ctx.ask(calls)
         m = len(slate)
         answers = [c.extracted for c in slate]
-        correct = [a is not None and task.is_correct(a) for a in answers]
+        correct = [ctx.verdict(a) for a in answers]  # the task verifier's, cached per answer
         # ---- converge ----
         last = r == cfg.rounds
         receivers = (
@@ -208,9 +209,11 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
             task.prompt, task.verifier, tuple(Shown(c.content, c.extracted) for c in slate), r, central.system
         )
         turns = central_turns(state, cfg)
+        winner = None  # Central-Gen's majority answer
         if cfg.central == "select":
             (decision,) = await ctx.ask([Call(central, turns, f"central@{r}", receivers, r, informed)])
             pick, parse = parse_choice(decision.content, m, cfg.lenient)
+            synthesis = decision
             lenient_used += parse == "lenient"
             decision.extracted = slate[pick].extracted if pick is not None else None
             if pick is None:
@@ -236,9 +239,10 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
             pick, parse = None, "gen"
             if winner is None:
                 failures += 1
+                synthesis = outs[0]
             else:
-                endorsed = next(o for o in outs if o.extracted == winner)
-            pick_correct = winner is not None and task.is_correct(winner)
+                endorsed = synthesis = next(o for o in outs if o.extracted == winner)
+            pick_correct = ctx.verdict(winner) if winner is not None else False
         ctx.propose(endorsed.extracted if endorsed is not None else None)
         record = {
             "round": r,
@@ -251,6 +255,8 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
         }
         slates.append(record)
         ctx.event("slate", **record)
+        agents = [f"explorer-{i}" for i in range(cfg.explorers) for _ in range(cfg.samples)]
+        ctx.record_pool(r, slate, agents, synthesis, "model", winner, pick=pick, parse=parse)
     final = endorsed.extracted if endorsed is not None else None
     ctx.finish(final, central_format_failures=failures, lenient_decisions=lenient_used, slates=slates)
 

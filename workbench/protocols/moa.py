@@ -81,6 +81,8 @@ async def run(task: Task, team: Team, cfg: MoaConfig, ctx: EpisodeContext) -> No
             calls.append(Call(agent, messages, node(i, layer), nxt, layer, informed))
         prev = await ctx.ask(calls)
         ctx.propose(majority([m.extracted for m in prev])[0])
+        if layer < len(cfg.layers):  # the last layer's pool is recorded with the aggregator below
+            ctx.record_pool(layer, prev, [f"proposer-{i}" for i in range(size)])
     aggregator = aggregator_agent(team, cfg)
     shown = tuple(Shown(m.content, m.extracted) for m in prev)
     state = SynthState(task.prompt, task.verifier, shown, len(cfg.layers) + 1, aggregator.system)
@@ -96,9 +98,10 @@ async def run(task: Task, team: Team, cfg: MoaConfig, ctx: EpisodeContext) -> No
         ]
     )
     fallback = final.extracted is None and ctx.provisional is not None
-    ctx.finish(
-        final.extracted if final.extracted is not None else ctx.provisional, aggregator_fallback=fallback
-    )
+    answer = final.extracted if final.extracted is not None else ctx.provisional
+    agents = [f"proposer-{i}" for i in range(len(prev))]
+    ctx.record_pool(len(cfg.layers), prev, agents, final, "model", answer, fallback=fallback)
+    ctx.finish(answer, aggregator_fallback=fallback)
 
 
 def _greedy(cfg: MoaConfig):

@@ -28,6 +28,7 @@ class SingleConfig:
 async def run(task: Task, team: Team, cfg: SingleConfig, ctx: EpisodeContext) -> None:
     agent = team.agent(cfg.member, "agent", "agent", cfg)
     (reply,) = await ctx.ask([Call(agent, question_messages(task.prompt, task.verifier), "agent")])
+    ctx.record_pool(0, [reply], ["agent"])  # a pool of one, no synthesis
     ctx.finish(reply.extracted)
 
 

@@ -61,14 +61,16 @@ async def run(task: Task, team: Team, cfg: VoteConfig, ctx: EpisodeContext) -> N
         )
         for i in range(cfg.n)
     ]
-    answers = [m.extracted for m in await ctx.ask(calls)]
+    samples = await ctx.ask(calls)
+    answers = [m.extracted for m in samples]
     winner, counts = majority(answers)
     ctx.add_node("vote", "aggregator", "Majority vote")
     top = counts.get(winner, 0) if winner is not None else 0
     ctx.event("decision", node="vote", answer=winner, counts=counts)
-    ctx.message(
+    decision = ctx.message(
         "vote", (ANSWER_NODE,), "aggregator", f"majority: {winner} ({top}/{cfg.n} votes)", 0, extracted=winner
     )
+    ctx.record_pool(0, samples, [f"sample-{i}" for i in range(cfg.n)], decision, "majority")
     ctx.finish(winner, votes=counts, parsed_samples=sum(a is not None for a in answers))
 
 

@@ -59,9 +59,13 @@ class TrainSettings:
     w_ent: float = 0.0  # −w_ent·H with gradient: > 0 keeps the policy from collapsing onto one pick
     rationale_tokens: int = 48  # CLPO: cap on each justification sampled for the listwise term
     ties: str = "exclude"  # CLPO's Plackett-Luce tie rule: exclude | breslow | index (objectives.TIES)
-    # SFT steps on synthetic demonstrations before the RL steps (rl/warmstart.py): the leader's
-    # backtracking traces (MLPO's optional SFT stage), the Conductor's well-formed plans (ours)
+    # SFT steps before the RL steps (rl/warmstart.py): the leader's own self-corrections, found by
+    # sampling (MLPO's SFT stage), the Conductor's well-formed plans (ours)
     warm_start: int = 0
+    # the leader's SFT sampling budget: completions sampled per question, on sft_questions of the
+    # training questions (0: every eligible one); the self-corrections among them are the targets
+    sft_samples: int = 8
+    sft_questions: int = 0
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
     eval_every: int = 0  # steps between dev evaluations (0: only before and after training)
@@ -101,6 +105,11 @@ class TrainSettings:
             raise ConfigError("train.temperature must be > 0: GRPO needs sampled groups")
         if self.warm_start < 0:
             raise ConfigError(f"train.warm_start must be >= 0 (SFT steps before RL), got {self.warm_start}")
+        if self.sft_samples < 1 or self.sft_questions < 0:
+            raise ConfigError(
+                f"train.sft_samples must be >= 1 and train.sft_questions >= 0 (0: every question), "
+                f"got {self.sft_samples}, {self.sft_questions}"
+            )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         for name in ("beta", "w_dec", "w_rank", "w_ent"):
@@ -132,6 +141,14 @@ class PoolSettings:
     # because every shown answer is right (or wrong). Training data only: evaluation is unchanged.
     mixed: bool = False
     path: str = ""  # reuse a pool.jsonl built before (same task items); empty: build into the run
+    # 1: independent answers to the question (round 1's slates). R > 1: the recipe's protocol is
+    # played for R rounds with the frozen model and training slates come from any of its rounds,
+    # later ones conditioned on the broadcast candidate, as the protocol produces them
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"pool.rounds must be >= 1, got {self.rounds}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +200,16 @@ class TrainConfig(PoolMixin):
                 "train.warm_start is for the leader and conductor recipes; the central agent's supervised "
                 "variant is train.objective=sft"
             )
+        if self.pool.rounds > 1:
+            if self.recipe not in ("maestro", "leader"):
+                raise ConfigError(f"pool.rounds is for the maestro and leader recipes, not '{self.recipe}'")
+            have = self.protocol.resolved.rounds
+            if self.pool.rounds > have:
+                raise ConfigError(
+                    f"pool.rounds={self.pool.rounds} is beyond protocol.rounds={have}: the protocol has no "
+                    f"round {self.pool.rounds} to draw slates from; set pool.rounds <= {have} or "
+                    f"protocol.rounds >= {self.pool.rounds}"
+                )
         if self.eval.split == "test":
             raise ConfigError("eval.split=test: never tune on the test split; use dev (or train)")
         self._resolve_pool()

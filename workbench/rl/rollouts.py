@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +41,9 @@ from workbench.tasks import Task
 class PoolEntry:
     task_id: str
     answers: list[dict[str, Any]]  # {"text", "extracted", "correct"}
+    # pool.rounds > 1: whole slates as the protocol produced them, each {"round", "episode",
+    # "answers", "broadcast"} (later rounds conditioned on the broadcast candidate); [] otherwise
+    slates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -112,10 +116,108 @@ def read_pool(path: Path) -> dict[str, PoolEntry]:
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             d = json.loads(line)
-            pool[d["task_id"]] = PoolEntry(d["task_id"], list(d["answers"]))
+            pool[d["task_id"]] = PoolEntry(d["task_id"], list(d["answers"]), list(d.get("slates") or []))
         except (ValueError, KeyError, TypeError):
             continue
     return pool
+
+
+def build_round_pool(
+    tasks: list[Task],
+    backend,
+    recipe: str,
+    protocol,
+    rounds: int,
+    size: int,
+    seed: int,
+    path: Path,
+    progress: bool = True,
+    chunk: int = 16,
+) -> dict[str, PoolEntry]:
+    """``pool.rounds > 1``: slates of every round 1..``rounds`` as the protocol produces them.
+
+    The recipe's protocol (``protocol``: its ProtocolConfig, run at ``rounds`` rounds) plays each
+    question ``ceil(size / m)`` times with the frozen model in every role (m: the slate size), and
+    each round's pool it records (episode schema 2) becomes one slate: from round 2 on its
+    candidates were written after the broadcast candidate (maestro: the endorsed candidate; the
+    leader: its last message). Slates are kept whole and in the protocol's order, so a training
+    prompt built from one is the protocol's own prompt for that round (tests/test_prompt_parity.py).
+    Appended to ``path`` per question; questions already there with slates are not played again."""
+    import math
+
+    from workbench.evaluate import ProtocolConfig, run_episodes
+
+    pool = read_pool(path)
+    todo = [t for t in tasks if t.id not in pool or not pool[t.id].slates]
+    pc = ProtocolConfig(recipe, {**protocol.options, "rounds": rounds})
+    per_q = max(1, math.ceil(size / shown_count(recipe, pc.resolved)))
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"pool ({rounds} rounds)", unit="q")
+    with open(path, "a", encoding="utf-8") as f:
+        for s in range(0, len(todo), chunk):
+            part = todo[s : s + chunk]
+            copies = [replace(t, id=f"{t.id}~p{j}") for t in part for j in range(per_q)]
+            episodes, errors, _ = run_episodes(
+                copies, pc, {"default": backend}, seed=derive_seed(seed, "pool-rounds") % (2**31)
+            )
+            if errors:
+                print(f"[pool] {len(errors)} pool episode(s) failed, e.g. {errors[0]}", file=sys.stderr)
+            by_task: dict[str, list] = {t.id: [] for t in part}
+            for ep in episodes:
+                by_task[ep.task_id.rsplit("~p", 1)[0]].append(ep)
+            for t in part:
+                slates = []
+                for ep in sorted(by_task[t.id], key=lambda e: e.task_id):
+                    slates += episode_slates(ep)
+                answers = [a for sl in slates for a in sl["answers"]]
+                pool[t.id] = PoolEntry(t.id, answers, slates)
+                f.write(json.dumps({"task_id": t.id, "answers": answers, "slates": slates}) + "\n")
+            f.flush()
+            if bar is not None:
+                bar.update(len(part))
+    if bar is not None:
+        bar.close()
+    return pool
+
+
+def episode_slates(ep) -> list[dict[str, Any]]:
+    """Every recorded pool of an episode as a slate ``{"round", "episode", "answers", "broadcast"}``."""
+    msgs = {m.id: m for m in ep.messages}
+    slates, broadcast = [], None
+    for p in ep.pools:
+        answers = [
+            {"text": msgs[i].content, "extracted": msgs[i].extracted, "correct": bool(msgs[i].correct)}
+            for i in p["candidates"]
+        ]
+        slates.append(
+            {"round": p["round"], "episode": ep.task_id, "answers": answers, "broadcast": broadcast}
+        )
+        pick = (p.get("meta") or {}).get("pick")
+        if ep.protocol.startswith("maestro"):  # the endorsed candidate, kept until a new pick
+            if pick is not None:
+                broadcast = answers[pick]["text"]
+        elif p.get("synthesis") is not None:  # the leader's message of this round
+            broadcast = msgs[p["synthesis"]].content
+    return slates
+
+
+def draw_slate(entry: PoolEntry, m: int, rng: random.Random, mixed: bool) -> tuple[list[dict[str, Any]], int]:
+    """The answers one training prompt shows, and the protocol round they come from.
+
+    Without recorded slates (``pool.rounds=1``): ``draw_shown`` from the pooled answers (round 0).
+    With them: one whole slate at random, from any round (with ``mixed``, among the slates holding
+    a right and a wrong answer when there are such), in the protocol's order."""
+    if not entry.slates:
+        return draw_shown(entry.answers, m, rng, mixed), 0
+    slates = entry.slates
+    if mixed:
+        both = [sl for sl in slates if len({bool(a["correct"]) for a in sl["answers"]}) == 2]
+        slates = both or slates
+    slate = slates[rng.randrange(len(slates))]
+    return list(slate["answers"]), int(slate["round"])
 
 
 # ---------------------------------------------------------------- samples
@@ -136,6 +238,7 @@ class Sample:
     decision_tokens: int | None = None  # maestro: completion tokens up to </choice> (CLPO's decision span)
     info: dict[str, Any] = field(default_factory=dict)
     shown: list[str] = field(default_factory=list)  # offline: the pooled answers in the prompt
+    shown_correct: list[bool] = field(default_factory=list)  # offline: the pool's verdict on each
 
 
 @dataclass
@@ -179,10 +282,11 @@ def offline_samples(
     pooled answer when the pool has both (see ``draw_shown``).
     """
     rng = random.Random(derive_seed(train.seed, step, "offline"))
-    prompts, shown = [], []
+    prompts, shown, rounds = [], [], []
     for task in tasks:
-        slate = draw_shown(pool[task.id].answers, shown_count(recipe, protocol_cfg), rng, mixed)
+        slate, rnd = draw_slate(pool[task.id], shown_count(recipe, protocol_cfg), rng, mixed)
         shown.append(slate)
+        rounds.append(rnd)
         sp = SamplingParams(
             temperature=train.temperature,
             max_tokens=train.max_tokens,
@@ -190,13 +294,16 @@ def offline_samples(
             seed=derive_seed(train.seed, step, task.id),
             logprobs=True,
         )
-        prompts.append((policy.encode_chat(offline_messages(recipe, task, slate, protocol_cfg)), sp))
+        chat = offline_messages(recipe, task, slate, protocol_cfg, round=rnd)
+        prompts.append((policy.encode_chat(chat), sp))
     gens = policy.generate_from_ids(prompts)
     samples = []
     for q, task in enumerate(tasks):
         slate = shown[q]
         for g in gens[q * train.group : (q + 1) * train.group]:
-            samples.append(_score_offline(recipe, q, task, slate, g, policy.tokenizer, protocol_cfg))
+            sample = _score_offline(recipe, q, task, slate, g, policy.tokenizer, protocol_cfg)
+            sample.info["round"] = rounds[q]
+            samples.append(sample)
     slates = _rationales(tasks, shown, prompts, policy, train, step) if with_slates else []
     return samples, slates
 
@@ -283,6 +390,7 @@ def _score_offline(recipe, q, task, slate, g: Generation, tokenizer, protocol_cf
         decision_tokens=span,
         info=info,
         shown=[a["text"] for a in slate],
+        shown_correct=[bool(a["correct"]) for a in slate],
     )
 
 
@@ -325,17 +433,22 @@ def offline_episode(recipe: str, role: str, sample: Sample, step: int, k: int = 
     ctx = EpisodeContext(sample.task, recipe, scheduler=None, seed=step, index=sample.group)
     ctx.episode.episode_id = f"{sample.task.id}#{step}.{k}"
     peer_role = "explorer" if recipe == "maestro" else "peer"
-    senders = []
+    candidates = []
     for i, text in enumerate(sample.shown):
         node = f"{peer_role}-{i}"
         ctx.add_node(node, peer_role)
         ctx.add_edge(TASK_NODE, node, 0)
         msg = ctx.message(node, (role,), peer_role, text, 0)
         msg.extracted = sample.task.extract(text)
-        senders.append(node)
+        if i < len(sample.shown_correct) and msg.extracted is not None:
+            ctx.known_verdict(msg.extracted, sample.shown_correct[i])  # the pool's verdict, same verifier
+        candidates.append(msg)
     ctx.add_node(role, role)
     msg = ctx.message(role, (ANSWER_NODE,), role, sample.text, 0)
     msg.extracted = sample.info.get("answer")
+    agents = [f"{peer_role}-{i}" for i in range(len(candidates))]
+    facts = {k: sample.info[k] for k in ("pick", "parse") if k in sample.info}
+    ctx.record_pool(sample.info.get("round", 0), candidates, agents, msg, "model", **facts)
     return ctx.finish(
         sample.info.get("answer"),
         train_step=step,

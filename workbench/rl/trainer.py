@@ -8,7 +8,10 @@ What a run folder holds (``runs/<time>-train-<recipe>/``)::
     manifest.json      versions, commit, seeds, model hash, the resolved config and its sha256,
                        config_changes applied on resume (workbench.runs.manifest)
     .lock              the folder's claim; flocked while a process trains in it
-    pool.jsonl         offline rollouts: the frozen agents' answers (reusable: pool.path)
+    pool.jsonl         offline rollouts: the frozen agents' answers (reusable: pool.path); with
+                       pool.rounds > 1 also whole slates of every protocol round
+    sft_traces.jsonl   leader SFT stage: the self-corrections sampling found (the SFT targets,
+                       as sampled), with sft_sampling.json: the counts, also in summary.json
     metrics.jsonl      one line per step: reward, reward_std, frac_reward_zero_std, kl, entropy,
                        completion_length, clip_ratio, grad_norm, lr, accuracy, format_failure_rate,
                        groups, small_groups (later-round groups of one: advantage 0), and per
@@ -59,6 +62,7 @@ from workbench.analysis.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, load_yaml, to_dict
 from workbench.evaluate import ProtocolConfig, run_episodes
 from workbench.rl import objectives as obj
+from workbench.rl import warmstart
 from workbench.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from workbench.rl.config import TrainConfig
 from workbench.rl.policy import PolicyBackends, adapter_disabled, completion_logprobs, load_policy
@@ -66,6 +70,7 @@ from workbench.rl.rollouts import (
     Sample,
     Slate,
     build_pool,
+    build_round_pool,
     check_groups,
     offline_episode,
     offline_samples,
@@ -171,7 +176,7 @@ def _check_resume_config(run_dir: Path, cfg: TrainConfig, allow_change: bool) ->
         return []
     if found.get("config_sha256") == config_hash(resolved):
         return []
-    diffs = config_differences(found["config"], resolved)
+    diffs = [d for d in config_differences(found["config"], resolved) if not _added_at_default(d)]
     if not diffs:
         return []
     listed = "; ".join(diffs[:12]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 12 else "")
@@ -194,6 +199,22 @@ def _check_resume_config(run_dir: Path, cfg: TrainConfig, allow_change: bool) ->
     write_json(run_dir / "manifest.json", found)
     print(f"[train] resume applies the edited config: {listed}", file=sys.stderr)
     return diffs
+
+
+def _added_at_default(diff: str) -> bool:
+    """A field added to the config after the run started, at its default (``pool.rounds: '<unset>'
+    -> 1``): the run is unchanged by it, so resuming a run written before the field is no change."""
+    from dataclasses import MISSING, fields
+
+    from workbench.rl.config import PoolSettings, TrainSettings
+
+    key, _, change = diff.partition(": ")
+    section, _, name = key.partition(".")
+    cls = {"train": TrainSettings, "pool": PoolSettings}.get(section)
+    if cls is None or not change.startswith("'<unset>' -> "):
+        return False
+    field = next((f for f in fields(cls) if f.name == name), None)
+    return field is not None and field.default is not MISSING and change == f"'<unset>' -> {field.default!r}"
 
 
 def _load_run_config(run_dir: Path) -> TrainConfig:
@@ -323,20 +344,24 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
     pool, eligible = {}, list(range(len(train_tasks)))
     if t.rollout == "offline" or (t.warm_start and cfg.recipe == "leader"):  # the leader's traces need it
         pool_path = Path(cfg.pool.path) if cfg.pool.path else run_dir / "pool.jsonl"
-        pool = (
-            build_pool(
-                train_tasks,
-                backends.frozen,
-                cfg.pool.size,
-                cfg.pool.temperature,
-                cfg.pool.max_tokens,
-                t.seed,
-                pool_path,
-                progress,
-            )
-            if not cfg.pool.path
-            else read_pool(pool_path)
-        )
+        if cfg.pool.path:
+            pool = read_pool(pool_path)
+            if cfg.pool.rounds > 1 and pool and not any(e.slates for e in pool.values()):
+                raise ConfigError(
+                    f"pool.path={pool_path} holds answers of round 1 only, but pool.rounds={cfg.pool.rounds} "
+                    "draws slates from later rounds; leave pool.path empty to build a pool with rounds, "
+                    "or set pool.rounds=1"
+                )
+        elif cfg.pool.rounds > 1:  # whole slates of every round, as the protocol produces them
+            pool = build_round_pool(
+                train_tasks, backends.frozen, cfg.recipe, cfg.protocol, cfg.pool.rounds, cfg.pool.size,
+                t.seed, pool_path, progress,
+            )  # fmt: skip
+        else:
+            pool = build_pool(
+                train_tasks, backends.frozen, cfg.pool.size, cfg.pool.temperature, cfg.pool.max_tokens,
+                t.seed, pool_path, progress,
+            )  # fmt: skip
         eligible = eligible_questions(train_tasks, pool, cfg.pool.threshold, cfg.pool.mixed)
         if not eligible:
             raise ConfigError(
@@ -356,6 +381,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         start = state["step"]
         _apply_hyperparameters(cfg, optimizer, scheduler, total)  # the lr of config.yaml, not the saved one
+    traces: list[dict[str, Any]] = []
+    if cfg.recipe == "leader" and t.warm_start:  # MLPO's SFT stage: the leader's own self-corrections
+        traces = _sft_traces(cfg, backends, run_dir, train_tasks, pool, eligible, progress)
     evals = _rollback_logs(run_dir, start) if resuming else []
     metrics_log, episodes_log = JsonlLog(run_dir / "metrics.jsonl"), JsonlLog(run_dir / "episodes.jsonl")
     evals_log = JsonlLog(run_dir / "evals.jsonl")
@@ -380,7 +408,17 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
                 batch.append(train_tasks[order[state["cursor"]]])
                 state["cursor"] += 1
             if step <= t.warm_start:
-                row = warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step)
+                row = warm_start_step(
+                    cfg,
+                    backends,
+                    optimizer,
+                    scheduler,
+                    batch,
+                    pool,
+                    step,
+                    traces,
+                    {x.id: x for x in train_tasks},
+                )
             else:
                 row = train_step(cfg, backends, optimizer, scheduler, batch, pool, step, episodes_log)
             metrics_log.append(row)
@@ -494,12 +532,58 @@ def eligible_questions(tasks, pool: dict, threshold: float, mixed: bool) -> list
     ]
 
 
-def warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step: int) -> dict[str, Any]:
-    """One supervised step on synthetic demonstrations (rl/warmstart.py); returns the metrics row."""
-    t0 = time.perf_counter()
-    demos = demonstrations(
-        cfg.recipe, batch, pool, backends.policy, cfg.protocol.resolved, cfg.train.seed, step, cfg.pool.mixed
+def _sft_traces(cfg, backends, run_dir: Path, train_tasks, pool, eligible, progress) -> list[dict[str, Any]]:
+    """The leader's SFT targets: its own self-corrections, sampled once per run (rl/warmstart.py)
+    and kept in ``sft_traces.jsonl`` (+ counts in ``sft_sampling.json``); a resumed run reads them."""
+    t = cfg.train
+    found = warmstart.read_traces(run_dir)
+    if found is None:
+        order = _order(eligible, t.seed, 0)
+        chosen = [train_tasks[i] for i in (order[: t.sft_questions] if t.sft_questions else order)]
+        traces, counts = warmstart.sample_leader_traces(
+            chosen, pool, backends.policy, cfg.protocol.resolved, t, cfg.pool.mixed, progress
+        )
+        warmstart.write_traces(run_dir, traces, counts)
+    else:
+        traces, counts = found
+    by = counts["by_reason"]
+    print(
+        f"[train] SFT sampling: {counts['kept']} self-correction traces in {counts['samples']} leader samples "
+        f"(wrong majority {by['wrong_majority']}, revised {by['revised']}; rejected: wrong {by['wrong']}, "
+        f"untagged {by['untagged']}, cut {by['cut']}, no correction {by['no_correction']}) -> "
+        f"{run_dir / warmstart.TRACES_FILE}",
+        file=sys.stderr,
     )
+    if counts["too_few"]:
+        print(f"[train] {warmstart.too_few_message(counts)}", file=sys.stderr)
+    return traces
+
+
+def warm_start_step(
+    cfg, backends, optimizer, scheduler, batch, pool, step: int, traces=None, tasks_by_id=None
+) -> dict[str, Any]:
+    """One supervised step (rl/warmstart.py): the leader's sampled self-corrections, the Conductor's
+    format demonstrations; returns the metrics row."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if cfg.recipe == "leader":
+        demos = warmstart.trace_samples(
+            traces or [], tasks_by_id or {}, cfg.train.seed, step, cfg.train.questions
+        )
+        extra["sft_traces"] = len(traces or [])
+        if not demos:
+            extra["sft_skipped"] = "too few self-correction traces (summary.json: sft_sampling)"
+    else:
+        demos = demonstrations(
+            cfg.recipe,
+            batch,
+            pool,
+            backends.policy,
+            cfg.protocol.resolved,
+            cfg.train.seed,
+            step,
+            cfg.pool.mixed,
+        )
     stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
     scheduler.step()
     _release_memory()
@@ -508,8 +592,9 @@ def warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step: int)
         "phase": "warm_start",
         "lr": optimizer.param_groups[0]["lr"],
         "samples": len(demos),
-        "completion_length": float(np.mean([len(s.completion_ids) for s in demos])),
+        "completion_length": float(np.mean([len(s.completion_ids) for s in demos])) if demos else 0.0,
         **{k: round(v, 6) for k, v in stats.items() if k in ("loss", "entropy", "grad_norm")},
+        **extra,
         "step_s": round(time.perf_counter() - t0, 2),
         **_memory(),
     }
@@ -849,6 +934,13 @@ def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> di
         [{"task_id": k, "correct": v} for k, v in before["correct_by_task"].items()],
     )
     strip = lambda e: {k: v for k, v in e.items() if k != "correct_by_task"}  # noqa: E731
+    sft = (
+        read_json(run_dir / warmstart.SAMPLING_FILE)
+        if cfg.recipe == "leader" and cfg.train.warm_start
+        else None
+    )
+    if isinstance(sft, dict) and sft.get("too_few"):
+        sft = {**sft, "message": warmstart.too_few_message(sft)}
     return {
         "recipe": cfg.recipe,
         "objective": cfg.train.objective,
@@ -861,6 +953,8 @@ def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> di
         ),
         "after": strip(after),
         "after_vs_before": pair,  # only_a_right = right after training only
+        # the leader's SFT stage: how many self-corrections sampling found, by reason (sft_traces.jsonl)
+        "sft_sampling": sft if isinstance(sft, dict) else None,
         "adapter": str(run_dir / "adapter"),
         "serve": f"workbench serve --model {cfg.model.name}+{run_dir / 'adapter'}",
     }

@@ -1,10 +1,28 @@
-"""Warm start: supervised steps on synthetic demonstrations before RL (``train.warm_start`` steps).
+"""Warm start: supervised steps before RL (``train.warm_start`` steps).
 
-* **leader**: MLPO's optional SFT stage (METHODS.md §3): backtracking / self-correction traces
-  built from pooled peer answers and the gold answer. The trace lists the peers' answers, commits
-  to the majority first, then checks it: when the majority is wrong it backtracks ("Wait, ...") to
-  the gold answer, and says which peers agree. The wording is ours (the paper's traces are not
-  public); the structure (first guess, check, correction, tagged answer) is the paper's.
+* **leader**: MLPO's SFT stage (METHODS.md §3), on the model's **own** self-corrections, found by
+  sampling (``sample_leader_traces``): for each training question the leader (the base model: the
+  adapter is still zero) is shown K pooled peer answers, as in the RL steps, and samples
+  ``train.sft_samples`` completions. A completion is kept when it ends right (its tagged
+  ``<answer>`` passes the task's verifier, and it finished: not cut at ``train.max_tokens``) *and*
+  it corrects something on the way:
+
+  - ``wrong_majority``: a strict majority of the peers gave one answer, the verifier says it is
+    wrong, and the leader's answer differs from it (it disagreed with a wrong majority), or
+  - ``revised``: in its own reasoning (the text before ``<answer>``, sentences that do not quote
+    the team) the leader first states a wrong answer, and a later sentence revises it (a
+    correction marker: "wait", "actually", "mistake", ... ``CORRECTION_MARKERS``) before it ends
+    on the right one.
+
+  Everything else is rejected and counted by why (``wrong``, ``untagged``, ``cut``,
+  ``no_correction``: right, but it followed a right majority without revising anything). The
+  targets are the kept completions exactly as sampled (their token ids): no gold answer is ever
+  written into a target by us; one appears there only where the model wrote it. The kept traces
+  go to ``sft_traces.jsonl`` in the run folder and the counts to ``summary.json``
+  (``sft_sampling``). Fewer traces than one step's batch (``train.questions``) is said in a
+  message and in the summary, and the SFT steps then make no update: never a silent fallback to
+  templates. (Until 2026-12-07 the leader's SFT stage trained on templates that spliced the gold
+  answer into a "Wait, X does not hold: solving it again gives GOLD" trace.)
 * **conductor**: a format warm start (ours, not the paper's: its 7B Conductor writes the three
   lists from the start). The base SmolLM2-135M Conductor writes no parseable plan (0 of 200 on
   arithmetic), so every GRPO reward is 0 and there is no gradient. A few SFT steps on well-formed
@@ -15,49 +33,256 @@
 * **maestro** has no warm start: ``train.objective=sft`` (SFT on the correct picks) is the paper's
   supervised comparison.
 
-Each warm-start step takes ``train.questions`` questions, one demonstration each, and minimises
-the mean token NLL of the demonstration (the same loss as ``objective=sft``).
+Each warm-start step takes ``train.questions`` demonstrations (leader: kept traces, in a seeded
+order, cycled) and minimises their mean token NLL (the same loss as ``objective=sft``).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from workbench.models.base import SamplingParams
 from workbench.protocols.base import derive_seed
 from workbench.protocols.conductor import conductor_prompt, offered_workers, parse_plan
-from workbench.rl.rollouts import PoolEntry, Sample, draw_shown, offline_messages, shown_count
+from workbench.protocols.leader import leader_answer
+from workbench.rl.rollouts import PoolEntry, Sample, draw_slate, offline_messages, shown_count
 from workbench.tasks import Task
 
 RECIPES = ("leader", "conductor")
+TRACES_FILE = "sft_traces.jsonl"
+SAMPLING_FILE = "sft_sampling.json"
+KEPT = ("wrong_majority", "revised")
+REJECTED = ("wrong", "untagged", "cut", "no_correction")
+# words that mark a revision of what the leader said before (lower case; matched on word starts)
+CORRECTION_MARKERS = (
+    "wait",
+    "actually",
+    "however",
+    "but",
+    "mistake",
+    "wrong",
+    "incorrect",
+    "not correct",
+    "recheck",
+    "re-check",
+    "double-check",
+    "double check",
+    "let me check",
+    "instead",
+    "correction",
+    "reconsider",
+    "re-evaluate",
+    "hmm",
+    "oops",
+)
+# a sentence that mentions the team quotes it: not the leader's own first answer
+TEAM_WORDS = ("agent", "member", "peer", "team", "solution", "candidate", "says", "said", "answered")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_MARKER = re.compile(r"\b(?:" + "|".join(re.escape(m) for m in CORRECTION_MARKERS) + r")\b", re.IGNORECASE)
+_TEAM = re.compile(r"\b(?:" + "|".join(TEAM_WORDS) + r")", re.IGNORECASE)
 
 
-def leader_trace(task: Task, shown: list[dict[str, Any]]) -> str:
-    """A self-correction trace over the shown peer answers, ending in the gold answer."""
-    answers = [a.get("extracted") for a in shown]
-    listed = ", ".join(
-        f"member {i + 1} says {x if x is not None else 'nothing'}" for i, x in enumerate(answers)
+def strict_majority(shown: list[dict[str, Any]]) -> str | None:
+    """The answer more than half of the shown peers gave (None when no answer has a strict majority)."""
+    counts = Counter(a.get("extracted") for a in shown if a.get("extracted") is not None)
+    if not counts:
+        return None
+    answer, n = counts.most_common(1)[0]
+    return answer if 2 * n > len(shown) else None
+
+
+def first_own_answer(task: Task, text: str) -> tuple[str | None, bool]:
+    """(the first answer the leader states in its own reasoning, whether a later sentence revises it).
+
+    The reasoning is the text before the last ``<answer>``; its sentences that mention the team
+    (``TEAM_WORDS``) are quotes, not the leader's own answer. The first remaining sentence from
+    which the task's extractor reads an answer gives it; a later sentence holding a correction
+    marker (``CORRECTION_MARKERS``) counts as a revision."""
+    cut = text.lower().rfind("<answer>")
+    reasoning = text[:cut] if cut >= 0 else text
+    sentences = [s for s in _SENTENCE.split(reasoning) if s.strip()]
+    for i, sentence in enumerate(sentences):
+        if _TEAM.search(sentence):
+            continue
+        answer = task.extract(sentence)
+        if answer is not None:
+            revised = any(_MARKER.search(later) for later in sentences[i + 1 :])
+            return answer, revised
+    return None, False
+
+
+def classify_trace(task: Task, shown: list[dict[str, Any]], text: str, finish_reason: str | None) -> dict:
+    """Why a sampled leader completion is kept (``wrong_majority`` | ``revised``) or rejected
+    (``wrong`` | ``untagged`` | ``cut`` | ``no_correction``), with what the decision read.
+
+    ``shown``: the peer answers in the prompt, each ``{"extracted", "correct"}`` (the pool's
+    verdicts, by the task's verifier)."""
+    answer, tagged = leader_answer(text, task, strict=True)
+    majority = strict_majority(shown)
+    majority_right = majority is not None and any(
+        a.get("correct") for a in shown if a.get("extracted") == majority
     )
-    counts = Counter(x for x in answers if x is not None)
-    first = counts.most_common(1)[0][0] if counts else None
-    agree = [str(i + 1) for i, a in enumerate(shown) if a.get("correct")]
-    lines = [f"The team's answers: {listed}."]
-    if first is None:
-        lines.append(f"No member gives a usable answer, so I solve it myself: the answer is {task.answer}.")
-    elif task.is_correct(first):
-        lines.append(f"Most say {first}. Let me check it against the problem: it holds, {first} is right.")
-    else:
-        lines.append(
-            f"Most say {first}. Let me check it against the problem. Wait, {first} does not hold: "
-            f"solving it again gives {task.answer}."
+    first, revised = first_own_answer(task, text)
+    out = {"answer": answer, "majority": majority, "majority_right": majority_right, "first_answer": first}
+    if finish_reason == "length":
+        return out | {"reason": "cut"}
+    if answer is None:
+        return out | {"reason": "untagged"}
+    if not task.is_correct(answer):  # the task's own verifier
+        return out | {"reason": "wrong"}
+    if majority is not None and not majority_right and answer != majority:
+        return out | {"reason": "wrong_majority"}
+    if first is not None and revised and first != answer and not task.is_correct(first):
+        return out | {"reason": "revised"}
+    return out | {"reason": "no_correction"}
+
+
+def sample_leader_traces(
+    tasks: list[Task],
+    pool: dict[str, PoolEntry],
+    policy,
+    protocol_cfg,
+    train,
+    mixed: bool = False,
+    progress: bool = False,
+    chunk: int = 16,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Sample ``train.sft_samples`` leader completions on each question's peer set (drawn as the RL
+    steps draw them) and keep the self-corrections (``classify_trace``).
+
+    Returns (kept traces, counts). A trace holds the prompt ids and the sampled completion ids (the
+    SFT target, exactly as sampled), the text, the shown peer answers and why it was kept."""
+    m = shown_count("leader", protocol_cfg)
+    prompts, shown = [], []
+    for task in tasks:
+        rng = random.Random(derive_seed(train.seed, task.id, "sft-peers"))
+        slate, rnd = draw_slate(pool[task.id], m, rng, mixed)
+        shown.append((slate, rnd))
+        sp = SamplingParams(
+            temperature=train.temperature,
+            max_tokens=train.max_tokens,
+            n=train.sft_samples,
+            seed=derive_seed(train.seed, task.id, "sft-sample"),
         )
-    if agree:
-        who = "member " + agree[0] if len(agree) == 1 else "members " + ", ".join(agree)
-        lines.append(f"That matches {who}.")
-    else:
-        lines.append("No member got it, so the team's answer is my own.")
-    return f"<think>{' '.join(lines)}</think><answer>{task.answer}</answer>"
+        prompts.append(
+            (policy.encode_chat(offline_messages("leader", task, slate, protocol_cfg, round=rnd)), sp)
+        )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prompts), desc="sft sampling", unit="q")
+    gens = []
+    for s in range(0, len(prompts), chunk):
+        gens += policy.generate_from_ids(prompts[s : s + chunk])
+        if bar is not None:
+            bar.update(len(prompts[s : s + chunk]))
+    if bar is not None:
+        bar.close()
+    kept, reasons = [], Counter()
+    examples: dict[str, str] = {}  # the first rejected completion of each kind, for the record
+    n = train.sft_samples
+    for q, task in enumerate(tasks):
+        slate, rnd = shown[q]
+        for g in gens[q * n : (q + 1) * n]:
+            verdict = classify_trace(task, slate, g.text, g.finish_reason)
+            reasons[verdict["reason"]] += 1
+            if verdict["reason"] in REJECTED:
+                examples.setdefault(verdict["reason"], g.text[:600])
+            if verdict["reason"] in KEPT:
+                kept.append(
+                    {
+                        "task_id": task.id,
+                        "round": rnd,
+                        **verdict,
+                        "completion": g.text,
+                        "prompt_ids": list(prompts[q][0]),
+                        "completion_ids": list(g.token_ids),
+                        "shown": [
+                            {
+                                "text": a["text"],
+                                "extracted": a.get("extracted"),
+                                "correct": bool(a.get("correct")),
+                            }
+                            for a in slate
+                        ],
+                    }
+                )
+    counts = {
+        "questions": len(tasks),
+        "samples_per_question": n,
+        "samples": len(tasks) * n,
+        "kept": len(kept),
+        "by_reason": {r: reasons.get(r, 0) for r in (*KEPT, *REJECTED)},
+        "questions_with_a_trace": len({t["task_id"] for t in kept}),
+        "needed": train.questions,
+        "too_few": len(kept) < train.questions,
+        "rejected_examples": examples,
+    }
+    return kept, counts
+
+
+def too_few_message(counts: dict[str, Any]) -> str:
+    return (
+        f"SFT sampling found {counts['kept']} self-correction trace(s) in {counts['samples']} leader samples "
+        f"({counts['questions']} questions x {counts['samples_per_question']}; rejected: "
+        + ", ".join(f"{k} {counts['by_reason'][k]}" for k in REJECTED)
+        + f"), fewer than one step's batch (train.questions={counts['needed']}): the SFT stage makes no "
+        "update. Raise train.sft_samples or train.sft_questions, or set train.warm_start=0 to train "
+        "with RL alone"
+    )
+
+
+def write_traces(run_dir: Path, traces: list[dict[str, Any]], counts: dict[str, Any]) -> None:
+    from workbench.runs import atomic_write
+
+    atomic_write(run_dir / TRACES_FILE, "".join(json.dumps(t) + "\n" for t in traces))
+    atomic_write(run_dir / SAMPLING_FILE, json.dumps(counts, indent=1) + "\n")
+
+
+def read_traces(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """The traces and counts a run sampled before (None when it has not: sample them)."""
+    from workbench.runs import read_json, read_jsonl
+
+    counts = read_json(run_dir / SAMPLING_FILE)
+    if not isinstance(counts, dict) or not (run_dir / TRACES_FILE).is_file():
+        return None
+    rows = read_jsonl(run_dir / TRACES_FILE).rows
+    ok = all(
+        isinstance(r.get("prompt_ids"), list) and isinstance(r.get("completion_ids"), list) for r in rows
+    )
+    return (rows, counts) if ok and len(rows) == counts.get("kept") else None
+
+
+def trace_samples(
+    traces: list[dict[str, Any]], tasks_by_id: dict[str, Task], seed: int, step: int, n: int
+) -> list[Sample]:
+    """Step ``step``'s ``n`` demonstrations: the kept traces in a seeded order, cycled."""
+    if len(traces) < n:
+        return []
+    order = list(range(len(traces)))
+    random.Random(derive_seed(seed, "sft-order")).shuffle(order)
+    picked = [traces[order[((step - 1) * n + j) % len(order)]] for j in range(n)]
+    return [
+        Sample(
+            q,
+            tasks_by_id[t["task_id"]],
+            list(t["prompt_ids"]),
+            list(t["completion_ids"]),
+            None,
+            t["completion"],
+            1.0,
+            True,
+            False,
+            info={"warm": True, "reason": t["reason"]},
+        )
+        for q, t in enumerate(picked)
+    ]
 
 
 PLANS = (
@@ -107,26 +332,22 @@ def demonstrations(
     step: int,
     mixed: bool = False,
 ) -> list[Sample]:
-    """One demonstration per question, as Samples (prompt ids, target ids ending in EOS, reward 1).
-
-    ``mixed`` (``pool.mixed``): the leader's peer set holds a right and a wrong pooled answer, as in
-    the RL steps, so every trace ends in an answer one of the peers gave.
-    """
-    if recipe not in RECIPES:
-        raise ValueError(f"no warm start for recipe '{recipe}' (only {', '.join(RECIPES)})")
+    """The Conductor's format demonstrations: one per question, as Samples (prompt ids, target ids
+    ending in EOS, reward 1). The leader's SFT stage samples its own traces instead
+    (``sample_leader_traces``, ``trace_samples``)."""
+    if recipe != "conductor":
+        raise ValueError(
+            f"no template warm start for recipe '{recipe}' (the leader's SFT stage samples its own "
+            "traces: sample_leader_traces; only the conductor has template demonstrations)"
+        )
     tok = policy.tokenizer
     samples = []
     for q, task in enumerate(tasks):
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
-        if recipe == "leader":
-            shown = draw_shown(pool[task.id].answers, shown_count(recipe, protocol_cfg), rng, mixed)
-            messages = offline_messages(recipe, task, shown, protocol_cfg)
-            target = leader_trace(task, shown)
-        else:
-            n = len(offered_workers(task, protocol_cfg, derive_seed(seed, step, "warm-subset")))
-            system, chat = conductor_prompt(task, n, protocol_cfg)
-            messages = [{"role": "system", "content": system}, *chat]
-            target = conductor_plan(n, protocol_cfg.max_steps, rng, protocol_cfg.subtasks)
+        n = len(offered_workers(task, protocol_cfg, derive_seed(seed, step, "warm-subset")))
+        system, chat = conductor_prompt(task, n, protocol_cfg)
+        messages = [{"role": "system", "content": system}, *chat]
+        target = conductor_plan(n, protocol_cfg.max_steps, rng, protocol_cfg.subtasks)
         ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         samples.append(
             Sample(

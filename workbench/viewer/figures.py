@@ -67,33 +67,20 @@ def role_colour(role: str) -> str:
     return OTHER_ROLE_COLOURS[sum(map(ord, role)) % len(OTHER_ROLE_COLOURS)]
 
 
-def answers_match(extracted: Any, gold: Any) -> bool:
-    """Whether an agent's extracted answer equals the gold one: numerically when both are numbers
-    (the numeric verifier's rule), else as trimmed case-folded strings."""
-    if extracted is None:
-        return False
-    from workbench.tasks.verify import numbers_equal, parse_number
-
-    a, g = str(extracted).strip(), str(gold).strip()
-    if len(a) <= 64 and len(g) <= 64:  # short spans only: the verifier's rule, not its worst case
-        try:
-            if parse_number(a) is not None and parse_number(g) is not None:
-                return bool(numbers_equal(a, g))
-        except (ValueError, OverflowError, ZeroDivisionError, ArithmeticError, RecursionError):
-            pass  # a number the verifier cannot compare: compare the text
-    return a.casefold() == g.casefold()
-
-
 def node_verdicts(episode: dict[str, Any]) -> dict[str, bool | None]:
-    """Per graph node: True/False when its last message carried an answer (right/wrong), else None.
-    The answer node takes the episode's verdict. A message may carry its own ``correct`` flag."""
+    """Per graph node: True/False when its last message that carries an answer has a recorded
+    verdict, else None. The verdicts are the task verifier's, recorded in the episode
+    (``message["correct"]``, schema 2); a schema-1 episode has them only where its protocol recorded
+    them (maestro's slates, the leader's round summaries: ``analysis.pools.message_verdicts``).
+    The viewer never judges an answer itself. The answer node takes the episode's verdict."""
+    from workbench.analysis.pools import message_verdicts
+
     episode, _ = coerce_episode(episode)
+    recorded = message_verdicts(episode)
     verdict: dict[str, bool | None] = {}
     for m in episode["messages"]:
-        if isinstance(m.get("correct"), bool):
-            verdict[m["sender"]] = m["correct"]
-        elif m.get("extracted") is not None:
-            verdict[m["sender"]] = answers_match(m["extracted"], episode["gold"])
+        if m.get("extracted") is not None:
+            verdict[m["sender"]] = recorded.get(m.get("id"))
         else:
             verdict.setdefault(m["sender"], None)
     if episode.get("final_answer") is not None or episode.get("format_failure"):

@@ -48,6 +48,10 @@ def _verdict_html(v: bool | None, answer: Any) -> str:
         return f'<span class="wb-right">✓ {esc(answer, 40)}</span>'
     if v is False:
         return f'<span class="wb-wrong">✗ {esc(answer, 40)}</span>'
+    if answer is not None:  # an answer without a recorded verdict (a schema-1 run): shown, not judged
+        return (
+            f'<span class="wb-none" title="no verdict recorded (episode schema 1)">{esc(answer, 40)}</span>'
+        )
     return '<span class="wb-none">no answer</span>'
 
 
