@@ -1,6 +1,6 @@
 """Worker pools (models, decodings, personas, tool workers), the one config builder shared by eval,
 compare and train, compare variants, flag/--set conflicts, and task mixtures (docs/protocols.md
-"Pools", docs/tasks.md "Mixtures")."""
+"Teams and worker pools", docs/tasks.md "Mixtures")."""
 
 import json
 import re
