@@ -416,8 +416,8 @@ def test_vllm_engine_path_feeds_the_loss_what_the_hf_path_feeds_it(tmp_path, mon
     from workbench.rl.trainer import train
 
     tiny = [
-        "task.limit=4", "eval.limit=2", "train.questions=1", "train.group=2", "train.max_tokens=12",
-        "pool.size=2", "pool.max_tokens=24", "pool.threshold=1.0", "protocol.rounds=1", "protocol.peers=2",
+        "task.limit=2", "eval.limit=1", "train.questions=1", "train.group=2", "train.max_tokens=8",
+        "pool.size=2", "pool.max_tokens=16", "pool.threshold=1.0", "protocol.rounds=1", "protocol.peers=2",
         "train.steps=2", "train.checkpoint_every=1", "model.dtype=fp32",
     ]  # fmt: skip
     runs = {}
