@@ -12,10 +12,10 @@ import sys
 import types
 from pathlib import Path
 
+import fake_vllm
 import pytest
 import torch
 
-import fake_vllm
 from workbench.config import ConfigError
 from workbench.models.base import Request, SamplingParams
 from workbench.models.loading import ModelLoadError
@@ -82,7 +82,10 @@ def _engine(tiny_dir, monkeypatch, sleep=False):
     return VLLMRolloutEngine(llm, model, pad_id=0, name="tiny", sleep=sleep), llm, model
 
 
-ASK = Request([{"role": "user", "content": "2+3?"}], SamplingParams(temperature=1.0, max_tokens=6, seed=5, n=2, logprobs=True))
+ASK = Request(
+    [{"role": "user", "content": "2+3?"}],
+    SamplingParams(temperature=1.0, max_tokens=6, seed=5, n=2, logprobs=True),
+)
 
 
 # ---------------------------------------------------------------- the fake holds the real contract
@@ -100,7 +103,11 @@ def test_the_fake_refuses_what_vllm_refuses(tiny_dir, monkeypatch):
         LoRARequest("a", 0, "/x")
     llm = vllm.LLM(str(tiny_dir), max_model_len=32)
     with pytest.raises(ValueError, match="LoRA is not enabled"):
-        llm.generate([{"prompt_token_ids": [3, 4]}], vllm.SamplingParams(), lora_request=LoRARequest("a", 1, str(tiny_dir)))
+        llm.generate(
+            [{"prompt_token_ids": [3, 4]}],
+            vllm.SamplingParams(),
+            lora_request=LoRARequest("a", 1, str(tiny_dir)),
+        )
     with pytest.raises(ValueError, match="longer than the maximum model length"):
         llm.generate([{"prompt_token_ids": [3] * 40}], vllm.SamplingParams())
 
@@ -136,15 +143,19 @@ def test_vllm_ranks_are_vllms():
 def test_live_vllm_signatures_match_the_snapshot():
     import inspect
 
-    from vllm import LLM, SamplingParams as VSP
+    from vllm import LLM
+    from vllm import SamplingParams as VSP
     from vllm.lora.request import LoRARequest
 
-    assert [p for p in inspect.signature(LLM.generate).parameters if p != "self"] == API["vllm"]["LLM.generate"]["params"]
+    assert [p for p in inspect.signature(LLM.generate).parameters if p != "self"] == API["vllm"][
+        "LLM.generate"
+    ]["params"]
     assert "lora_int_id" in LoRARequest.__struct_fields__ and "logprobs" in VSP.__struct_fields__
 
 
 @pytest.mark.skipif(
-    __import__("importlib").util.find_spec("unsloth") is None, reason="unsloth is not installed here (CPU machine)"
+    __import__("importlib").util.find_spec("unsloth") is None,
+    reason="unsloth is not installed here (CPU machine)",
 )
 def test_live_unsloth_signatures_match_the_snapshot():
     import inspect
@@ -235,7 +246,9 @@ def test_engine_start_failures_are_one_line(tiny_dir, monkeypatch):
     monkeypatch.setattr(fake_vllm.FakeGPU, "free", 70 * 2**30)
     monkeypatch.setattr(fake_vllm.FakeGPU, "total", 70 * 2**30)  # 100% free, but the fake asks for it all
     monkeypatch.setattr("workbench.models.vllm.memory_share", lambda requested, memory, need_gib=0: 1.01)
-    with pytest.raises(ModelLoadError, match="vLLM's engine did not start .*Engine core initialization failed"):
+    with pytest.raises(
+        ModelLoadError, match="vLLM's engine did not start .*Engine core initialization failed"
+    ):
         start_llm(str(tiny_dir))
 
 
@@ -248,7 +261,9 @@ def test_our_llm_call_uses_only_real_engine_args(tiny_dir, monkeypatch):
     assert set(llm.kwargs) <= allowed
     assert llm.kwargs["logprobs_mode"] == "processed_logprobs" and llm.kwargs["enable_lora"] is True
     assert {"lora_name", "lora_int_id", "lora_path"} <= set(API["vllm"]["LoRARequest"])
-    assert {"n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs"} <= set(API["vllm"]["SamplingParams"])
+    assert {"n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs"} <= set(
+        API["vllm"]["SamplingParams"]
+    )
     assert API["vllm"]["LLMEngine.remove_lora"]["params"] == ["lora_id"]
     assert API["vllm"]["LLM.sleep"]["params"][0] == "level"
 
@@ -259,7 +274,14 @@ def test_logprob_gap_is_logged_and_stops_the_run_when_too_large():
     gap = LogprobGap()
     logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    gap.add(logp, mask, [[-1.1, -2.0], [-0.2], ])
+    gap.add(
+        logp,
+        mask,
+        [
+            [-1.1, -2.0],
+            [-0.2],
+        ],
+    )
     assert gap.stats() == pytest.approx({"logprob_gap_mean": 0.4 / 3, "logprob_gap_max": 0.3})
     gap.check(0.5, "vllm")
     with pytest.raises(LogprobGapError, match=r"vllm rollout engine's .* 0\.133 nats .*\(max 0\.300\)"):
@@ -324,7 +346,10 @@ def test_gpu_refusals_write_no_run_folder(tmp_path, monkeypatch, overrides, free
     monkeypatch.setattr(fake_vllm.FakeGPU, "free", int(free_gib * 2**30))
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=message):
-        train(TrainConfig.load("leader", ["train.rollout_engine=vllm", f"out={out}", *overrides]), progress=False)
+        train(
+            TrainConfig.load("leader", ["train.rollout_engine=vllm", f"out={out}", *overrides]),
+            progress=False,
+        )
     assert not out.exists()
 
 
@@ -370,13 +395,17 @@ def test_unsloth_gets_the_resolved_name_the_seed_and_max_seq_length(tiny_dir, mo
         def from_pretrained(**kw):
             assert set(kw) <= set(API["unsloth"]["FastLanguageModel.from_pretrained"]["params"])
             seen["load"] = kw
-            return AutoModelForCausalLM.from_pretrained(kw["model_name"]), AutoTokenizer.from_pretrained(kw["model_name"])
+            return AutoModelForCausalLM.from_pretrained(kw["model_name"]), AutoTokenizer.from_pretrained(
+                kw["model_name"]
+            )
 
         @staticmethod
         def get_peft_model(model, **kw):
             assert set(kw) <= set(API["unsloth"]["FastLanguageModel.get_peft_model"]["params"])
             seen["peft"] = kw
-            return get_peft_model(model, LoraConfig(r=kw["r"], lora_alpha=kw["lora_alpha"], target_modules=kw["target_modules"]))
+            return get_peft_model(
+                model, LoraConfig(r=kw["r"], lora_alpha=kw["lora_alpha"], target_modules=kw["target_modules"])
+            )
 
     mod = types.ModuleType("unsloth")
     mod.FastLanguageModel = FastLanguageModel
@@ -424,7 +453,9 @@ def test_vllm_engine_path_feeds_the_loss_what_the_hf_path_feeds_it(tmp_path, mon
     for engine in ("hf", "vllm"):
         if engine == "vllm":
             fake_vllm.install(monkeypatch)
-        cfg = TrainConfig.load("leader", tiny + [f"train.rollout_engine={engine}", f"out={tmp_path / engine}"])
+        cfg = TrainConfig.load(
+            "leader", tiny + [f"train.rollout_engine={engine}", f"out={tmp_path / engine}"]
+        )
         runs[engine] = train(cfg, progress=False).run_dir
     timing = {"step_s", "rollout_s", "rss_gb", "peak_rss_gb", "wall_s", "latency_s"}
 
@@ -435,10 +466,15 @@ def test_vllm_engine_path_feeds_the_loss_what_the_hf_path_feeds_it(tmp_path, mon
     hf, vl = runs["hf"], runs["vllm"]
     assert lines(hf, "metrics.jsonl") == lines(vl, "metrics.jsonl")
     assert all("logprob_gap_mean" in r and r["logprob_gap_mean"] < 1e-3 for r in lines(hf, "metrics.jsonl"))
-    assert [r["accuracy"] for r in lines(hf, "evals.jsonl")] == [r["accuracy"] for r in lines(vl, "evals.jsonl")]
+    assert [r["accuracy"] for r in lines(hf, "evals.jsonl")] == [
+        r["accuracy"] for r in lines(vl, "evals.jsonl")
+    ]
 
     def texts(run):
-        return [[m.get("text") for m in e.get("messages", [])] + [e.get("answer")] for e in lines(run, "episodes.jsonl")]
+        return [
+            [m.get("text") for m in e.get("messages", [])] + [e.get("answer")]
+            for e in lines(run, "episodes.jsonl")
+        ]
 
     assert texts(hf) == texts(vl)
     (llm,) = fake_vllm.LLM.instances
