@@ -470,13 +470,12 @@ def test_vllm_engine_path_feeds_the_loss_what_the_hf_path_feeds_it(tmp_path, mon
         r["accuracy"] for r in lines(vl, "evals.jsonl")
     ]
 
-    def texts(run):
-        return [
-            [m.get("text") for m in e.get("messages", [])] + [e.get("answer")]
-            for e in lines(run, "episodes.jsonl")
-        ]
+    def episodes(run):  # every message and answer of every episode, training and evaluation
+        return [json.dumps([[m["content"] for m in e["messages"]], e["final_answer"], e["correct"], e["reward"], e["meta"]])
+                for e in lines(run, "episodes.jsonl")]  # fmt: skip
 
-    assert texts(hf) == texts(vl)
+    assert len(episodes(hf)) == 2 + 2 * 2  # two evaluations of one item, two steps of a group of 2
+    assert episodes(hf) == episodes(vl)
     (llm,) = fake_vllm.LLM.instances
     assert llm.stale_served == 0
     ids = [i for call in llm.calls for i in call if i is not None]

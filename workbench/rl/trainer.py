@@ -557,12 +557,14 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
     logged, within = set(), Counter()
     for s, a in zip(samples, adv.tolist(), strict=True):
         ep = s.episode
-        if ep is None:
+        if ep is None:  # a fresh episode per offline sample (never deduplicated: once logged and
+            # freed, its id() can be reused by the next one, which was then skipped)
             ep = offline_episode(recipe, role, s, step, within[s.group])
             within[s.group] += 1
-        if id(ep) in logged:
+        elif id(ep) in logged:  # online: samples of one episode share it (kept alive by `samples`)
             continue
-        logged.add(id(ep))
+        else:
+            logged.add(id(ep))
         ep.meta["advantage"] = round(a, 4)
         ep.reward = s.reward
         episodes_log.append(ep.to_dict())
