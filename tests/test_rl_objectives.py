@@ -361,7 +361,9 @@ def test_conductor_reward_table(parsed, correct, reward):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    pytest.importorskip("trl", reason="the TRL parity tests need trl (pip install -e '.[dev]')")
+    pytest.importorskip(
+        "trl", minversion="1.16", reason="the TRL parity tests need trl>=1.16 (pip install -e '.[parity]')"
+    )
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 

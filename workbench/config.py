@@ -92,6 +92,8 @@ BOUNDS: dict[str, tuple] = {
     "beta": (0, 1e3),
     "rank": (1, 1024),
     "alpha": (0, 1e4),
+    "max_logprob_gap": (0, 100),
+    "max_seq_length": (16, 1 << 20),
 }
 
 

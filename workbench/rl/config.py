@@ -70,7 +70,15 @@ class TrainSettings:
     keep_checkpoints: int = 2
     eval_every: int = 0  # steps between dev evaluations (0: only before and after training)
     seed: int = 0
-    use_unsloth: bool = False  # CUDA: Unsloth's FastLanguageModel instead of transformers + peft
+    use_unsloth: bool = False  # CUDA: Unsloth's model + LoRA kernels for the loss (needs rollout_engine=vllm)
+    # rollouts: hf (our transformers decode loop, CPU or GPU) | vllm (CUDA: one vLLM engine on the
+    # same GPU, the adapter synced after every optimiser step; workbench/rl/engine.py, docs/gpu.md)
+    rollout_engine: str = "hf"
+    # stop when the engine's sampling log-probs differ from the trainer's by more than this, mean
+    # nats per token (0: never); logged every step as logprob_gap_mean / logprob_gap_max
+    max_logprob_gap: float = 0.5
+    vllm_sleep: bool = False  # vllm: the engine sleeps during the loss pass (frees its memory; slower)
+    max_seq_length: int = 2048  # prompt + completion cap: Unsloth's max_seq_length, vLLM's max_model_len
     # the Conductor's recursion fine-tune (METHODS.md §2, the paper's values): a share of each step's
     # questions is played with one forced recursive call (the rest without recursion), and the
     # rewards of the first-round plans of those episodes are scaled by first_round_discount
@@ -79,6 +87,12 @@ class TrainSettings:
     first_round_discount: float = 0.25  # factor on first-round rewards of recursed episodes (the paper: 0.25)
 
     def __post_init__(self) -> None:
+        if self.rollout_engine not in ("hf", "vllm"):
+            raise ConfigError(f"train.rollout_engine must be 'hf' or 'vllm', got '{self.rollout_engine}'")
+        if not self.max_logprob_gap >= 0:
+            raise ConfigError(f"train.max_logprob_gap must be >= 0 (0: no check), got {self.max_logprob_gap}")
+        if self.max_seq_length < 16:
+            raise ConfigError(f"train.max_seq_length must be >= 16 tokens, got {self.max_seq_length}")
         if self.rollout not in ("offline", "online"):
             raise ConfigError(f"train.rollout must be 'offline' or 'online', got '{self.rollout}'")
         if self.schedule not in ("cosine", "constant"):

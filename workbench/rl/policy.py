@@ -5,9 +5,13 @@ trained role); ``PolicyBackends.frozen`` samples with the adapter switched off, 
 model, for the frozen roles (peers, explorers, workers). Both are ordinary backends, so rollouts
 are ordinary protocol episodes.
 
-CPU: ``transformers`` + ``peft`` (bf16 where the CPU has it). GPU: Unsloth's
-``FastLanguageModel`` (imported lazily and first, as Unsloth requires) when ``use_unsloth`` is
-set; the loss code below is the same on both.
+CPU: ``transformers`` + ``peft`` (bf16 where the CPU has it). GPU: the same, or Unsloth's
+``FastLanguageModel`` when ``use_unsloth`` is set (imported here only, only then, in the training
+process that asked for it: importing Unsloth patches every transformers model in the process).
+Under Unsloth the model is for the loss pass only (its kernels, LoRA and gradient checkpointing):
+its patched forward is not one our decode loop can drive, so rollouts go through the vLLM engine
+(workbench/rl/engine.py, ``train.rollout_engine=vllm``); the loss code below is the same on both.
+Frozen roles and the KL reference are the adapter switched off (``disable_adapter``), on either.
 
 Log-probabilities for the loss are computed for the sampled tokens only: the decoder's hidden
 states are gathered at the completion positions and only those rows go through the LM head, in
@@ -18,7 +22,10 @@ materialised for every position (in fp32 it dominated memory here).
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,8 +71,14 @@ class FrozenBackend:
 
 @dataclass
 class PolicyBackends:
-    policy: HFBackend  # the adapter on: the trained role
-    frozen: FrozenBackend  # the adapter off: every other role
+    policy: Any  # the adapter on: the trained role (HFBackend, or the vLLM engine's policy)
+    frozen: Any  # the adapter off: every other role
+    engine: Any = None  # the vLLM rollout engine (rl/engine.py), None for the transformers loop
+
+    def before_loss(self) -> None:
+        """The loss pass is next (the vLLM engine may sleep to free its memory)."""
+        if self.engine is not None:
+            self.engine.before_loss()
 
     @property
     def model(self):
@@ -86,14 +99,16 @@ def load_policy(
     adapter: str | None = None,
     use_unsloth: bool = False,
     max_seq_length: int = 2048,
+    seed: int = 0,
 ) -> PolicyBackends:
     """Load ``base`` and attach a trainable LoRA adapter (a fresh one, or ``adapter`` to continue).
 
+    The fresh adapter's initial weights come from ``seed`` (the trainer's ``train.seed``).
     ``use_unsloth`` (CUDA only): Unsloth's ``FastLanguageModel.from_pretrained`` +
-    ``get_peft_model`` instead of transformers + peft.
+    ``get_peft_model`` instead of transformers + peft, for the loss pass only (see the module doc).
     """
     if use_unsloth:
-        return _load_unsloth(base, lora, dtype, max_batch_size, adapter, max_seq_length)
+        return _load_unsloth(base, lora, dtype, adapter, max_seq_length, seed)
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from workbench.models.loading import load_hf_backend
@@ -110,41 +125,83 @@ def load_policy(
             target_modules=list(lora.target_modules),
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, config)  # A's init from the torch seed the trainer set (train.seed)
     policy = HFBackend(model, backend.tokenizer, name=f"{base}+lora", max_batch_size=max_batch_size)
     return PolicyBackends(policy, FrozenBackend(policy))
 
 
-def _load_unsloth(base, lora, dtype, max_batch_size, adapter, max_seq_length) -> PolicyBackends:
+class LossOnlyPolicy:
+    """The trained model when it is for the loss pass only (Unsloth): what the trainer reads from
+    ``backends.policy`` before the vLLM engine takes over sampling; sampling from it is refused."""
+
+    def __init__(self, model, tokenizer, name: str):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        eos = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+
+    def _refuse(self, *_a, **_k):
+        raise ConfigError(
+            f"{self.name}: Unsloth's model is for the loss pass only; rollouts need train.rollout_engine=vllm"
+        )
+
+    generate = generate_from_ids = encode_chat = _refuse
+
+
+def _load_unsloth(base, lora, dtype, adapter, max_seq_length, seed) -> PolicyBackends:
+    """Unsloth's model and LoRA (its kernels and gradient checkpointing), for the loss pass.
+
+    Written against unsloth 2026.10.9 (tests/data/gpu_api.json): ``from_pretrained(model_name,
+    max_seq_length, dtype, load_in_4bit, random_state, ...)``, ``get_peft_model(model, r,
+    target_modules, lora_alpha, lora_dropout, use_gradient_checkpointing, random_state, ...)``;
+    both default ``random_state`` to 3407, which would give every ``train.seed`` the same LoRA
+    initialisation, so the seed is passed. Model names resolve as for every other backend
+    (``smollm2`` is the embedded model's folder, not a hub id Unsloth would look up)."""
     if not torch.cuda.is_available():
         raise ConfigError(
             "train.use_unsloth needs a CUDA GPU (Unsloth's kernels are CUDA-only); on CPU leave it "
             "false: the same loop runs with transformers + peft"
         )
     try:
-        import unsloth  # noqa: F401  (must be imported before transformers/peft patch targets load)
+        import unsloth  # noqa: F401  (patches transformers/peft: only in the process that asked)
         from unsloth import FastLanguageModel
     except ImportError as e:
-        raise ConfigError(f"train.use_unsloth: Unsloth is not installed ({e}); pip install unsloth") from e
+        raise ConfigError(f"train.use_unsloth: Unsloth is not installed ({e}); make setup-gpu") from e
     from workbench.models.loading import resolve_dtype
+    from workbench.models.vllm import model_source
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=adapter or base,
+        model_name=model_source(base),
         max_seq_length=max_seq_length,
         dtype=resolve_dtype(dtype, "cuda"),
         load_in_4bit=False,
+        random_state=seed,
     )
-    if not adapter:
-        model = FastLanguageModel.get_peft_model(
-            model,
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            use_gradient_checkpointing="unsloth",
+    settings = lora
+    if adapter:  # continue an adapter: its own shape, then its weights
+        conf = json.loads((Path(adapter) / "adapter_config.json").read_text())
+        settings = LoraSettings(
+            rank=int(conf["r"]),
+            alpha=int(conf["lora_alpha"]),
+            dropout=float(conf.get("lora_dropout", 0.0)),
+            target_modules=tuple(sorted(conf["target_modules"])),
         )
-    policy = HFBackend(model, tokenizer, name=f"{base}+lora (unsloth)", max_batch_size=max_batch_size)
-    return PolicyBackends(policy, FrozenBackend(policy))
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        use_gradient_checkpointing="unsloth",
+        random_state=seed,
+        max_seq_length=max_seq_length,
+    )
+    if adapter:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
+    policy = LossOnlyPolicy(model, tokenizer, name=f"{base}+lora (unsloth)")
+    return PolicyBackends(policy, policy)
 
 
 def _decoder_and_head(model):

@@ -65,6 +65,7 @@ from workbench.rl import objectives as obj
 from workbench.rl import warmstart
 from workbench.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from workbench.rl.config import TrainConfig
+from workbench.rl.engine import LogprobGap, check_engine, gpu_memory_now, open_rollout_engine
 from workbench.rl.policy import PolicyBackends, adapter_disabled, completion_logprobs, load_policy
 from workbench.rl.rollouts import (
     Sample,
@@ -270,6 +271,8 @@ def train(
     """Train ``cfg``'s role (or continue the run in ``resume``); returns the run folder and summary.
 
     ``allow_config_change`` (with ``resume``): apply an edited config.yaml instead of refusing it."""
+    if cfg is not None:
+        check_engine(cfg)  # no CUDA / no vllm or unsloth / a rank vLLM refuses: one line, no folder
     # a new run's items load before its folder is made: a bad task or data file writes nothing
     tasks = _task_sets(cfg) if resume is None and cfg is not None else None
     run_dir, cfg, lock, _ = _open_run(cfg, resume, runs_root, allow_config_change)
@@ -333,7 +336,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
         device=cfg.model.device,
         max_batch_size=cfg.model.max_batch_size,
         use_unsloth=t.use_unsloth,
+        max_seq_length=t.max_seq_length,
+        seed=t.seed,
     )
+    backends = open_rollout_engine(cfg, backends)  # train.rollout_engine: hf (as loaded) | vllm
     model = backends.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -642,12 +648,14 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
     logged, within = set(), Counter()
     for s, a in zip(samples, adv.tolist(), strict=True):
         ep = s.episode
-        if ep is None:
+        if ep is None:  # a fresh episode per offline sample (never deduplicated: once logged and
+            # freed, its id() can be reused by the next one, which was then skipped)
             ep = offline_episode(recipe, role, s, step, within[s.group])
             within[s.group] += 1
-        if id(ep) in logged:
+        elif id(ep) in logged:  # online: samples of one episode share it (kept alive by `samples`)
             continue
-        logged.add(id(ep))
+        else:
+            logged.add(id(ep))
         ep.meta["advantage"] = round(a, 4)
         ep.reward = s.reward
         episodes_log.append(ep.to_dict())
@@ -681,6 +689,8 @@ def _optimise(
     sft = sft or t.objective == "sft"
     clpo = t.objective == "clpo" and not sft
     model, pad = backends.model, backends.policy.pad_id
+    backends.before_loss()  # the vLLM engine may sleep through the loss pass
+    gap = LogprobGap()  # the rollout engine's sampling log-probs vs the scores below
     model.train()
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "kl": 0.0, "clip_ratio": 0.0, "entropy": 0.0, "rank_loss": 0.0, "dec_loss": 0.0}
@@ -709,6 +719,8 @@ def _optimise(
             entropy_grad=clpo and t.w_ent > 0,  # −w_ent·H must carry gradient to move the policy
             share_prompts=shared,
         )  # logp, mask, entropy: (B, T)
+        if not sft:
+            gap.add(scores.logp, scores.mask, [s.sample_logprobs for s in mb])
         ref = None
         if not sft and t.beta > 0:
             with adapter_disabled(model):  # the reference policy: the base model
@@ -742,6 +754,8 @@ def _optimise(
         with torch.no_grad():
             ent = (scores.entropy * scores.mask).sum() / scores.mask.sum().clamp(min=1)
         totals["entropy"] += float(ent) * share
+    totals.update(gap.stats())
+    gap.check(t.max_logprob_gap, t.rollout_engine)
     grad_norm = (
         float(
             torch.nn.utils.clip_grad_norm_(
@@ -839,8 +853,7 @@ def _memory() -> dict[str, float]:
             out["rss_gb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 2)
     except (OSError, ValueError):
         pass
-    if torch.cuda.is_available():
-        out["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    out.update(gpu_memory_now())  # this step's GPU peak (then reset) and the device's use, vLLM's included
     return out
 
 
