@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Single agent vs self-consistency on fresh arithmetic, on the embedded model, same items."""
-    from workbench.analysis.stats import paired_outcomes
+    from workbench.stats import paired_outcomes
     from workbench.evaluate import EvalConfig, run_eval
     from workbench.models import load_backend
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from workbench.analysis.stats import paired_outcomes, wilson_ci
+from workbench.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, from_dict, merge, to_dict
 from workbench.episode import Episode
 from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, load_models, run_eval

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from workbench.analysis.stats import wilson_ci
+from workbench.stats import wilson_ci
 from workbench.episode import Episode, validate
 
 try:

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.analysis.stats import paired_outcomes, wilson_ci
+from workbench.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, load_yaml, to_dict
 from workbench.evaluate import ProtocolConfig, run_episodes
 from workbench.rl import objectives as obj

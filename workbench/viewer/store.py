@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from workbench.analysis.stats import wilson_ci
+from workbench.stats import wilson_ci
 from workbench.config import ConfigError
 from workbench.episode import EpisodeFormatError, validate
 
