@@ -76,9 +76,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Single agent vs self-consistency on fresh arithmetic, on the embedded model, same items."""
-    from workbench.stats import paired_outcomes
     from workbench.evaluate import EvalConfig, run_eval
     from workbench.models import load_backend
+    from workbench.stats import paired_outcomes
 
     root = (Path(args.runs) if args.runs else default_root()) / f"{time.strftime('%Y%m%d-%H%M%S')}-demo"
     configs = [

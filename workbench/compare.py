@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from workbench.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, from_dict, merge, to_dict
 from workbench.episode import Episode
 from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, load_models, run_eval
@@ -51,6 +50,7 @@ from workbench.runs import (
     read_json,
     write_json,
 )
+from workbench.stats import paired_outcomes, wilson_ci
 from workbench.tasks import TaskConfig, load_tasks
 
 MATCH_MODES = ("generations", "tokens", "none")
