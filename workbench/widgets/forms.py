@@ -130,9 +130,8 @@ class TeamForm(w.VBox):
     def config(self, **top: Any) -> EvalConfig | None:
         """The validated EvalConfig (``top``: task=, limit=, split=, seed=, out=, ...)."""
         try:
-            cfg = EvalConfig.build(
-                self.overrides(), protocol=self.protocol.value, model=self.model.value.strip(), **top
-            )
+            top.setdefault("model", self.model.value.strip())
+            cfg = EvalConfig.build(self.overrides(), protocol=self.protocol.value, **top)
         except ConfigError as e:
             self.status.value = f'<span style="color:#b00">{html.escape(str(e))}</span>'
             return None

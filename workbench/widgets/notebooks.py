@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,12 @@ def run(path: str | Path, smoke: bool = False) -> float:
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    if not smoke:  # the fixed run folders of a full run (runs/notebooks/<name>/) are replaced
+        shutil.rmtree(ROOT / "runs" / "notebooks" / path.stem, ignore_errors=True)
     env_smoke = os.environ.pop("WORKBENCH_SMOKE", None)
-    os.environ.setdefault("WORKBENCH_RUNS_DIR", "../runs")  # printed paths stay inside the checkout
+    os.environ["WORKBENCH_RUNS_DIR"] = (
+        "../runs"  # the checkout's runs/ (cwd notebooks/); printed paths stay inside it
+    )
     if smoke:
         os.environ["WORKBENCH_SMOKE"] = "1"
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@ notebook: the endpoint joins a team as ``openai:URL#NAME`` and is stopped at the
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -45,6 +46,7 @@ class ServedModel:
                "--port", str(self.port), "--served-model-name", self.name]  # fmt: skip
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        atexit.register(self.stop)  # never left running after the kernel exits
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
