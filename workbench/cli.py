@@ -12,6 +12,7 @@ workbench train --recipe R [--set k=v ...]      RL on the coordinating role (mae
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -431,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+    # the same deprecation through transformers' logger (the training path's forward passes)
+    logging.getLogger("transformers.utils.generic").addFilter(
+        lambda record: "past_key_values" not in record.getMessage()
+    )
     # Ctrl-C and the viewer's Cancel are SIGINT: keep the episodes so far, write the summary, stop.
     # A process started in the background by a non-interactive shell (`cmd &`, nohup, some CI
     # runners) inherits SIGINT *ignored*, and Python then installs no handler: cancel would do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -31,3 +32,12 @@ def quiet_library_warnings() -> None:
     (``past_key_values`` is deprecated ..., ``is_gradient_checkpointing`` is deprecated ...)."""
     for pattern in (r".*past_key_values.*", r".*is_gradient_checkpointing.*"):
         warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+    # the same deprecation through transformers' logger ("`past_key_values`/`cache_params` are deprecated")
+    generic = logging.getLogger("transformers.utils.generic")
+    if not any(isinstance(f, _NoCacheDeprecation) for f in generic.filters):
+        generic.addFilter(_NoCacheDeprecation())
+
+
+class _NoCacheDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "past_key_values" not in record.getMessage()
