@@ -159,7 +159,7 @@ def test_the_explorer_renders_and_responds_in_jupyterlab(tmp_path):
     make_run(runs, "mixed", protocol="single", limit=6, reply=mixed)
     seen = run_explorer_in_lab(tmp_path, runs, "vote")
     assert "vote" in seen["first"] and "(1 of 4 all)" in seen["first"]
-    assert seen["plot"] >= 1 and seen["agents"] == 3  # the topology drawn, three samplers' transcripts
+    assert seen["plot"] >= 1 and seen["agents"] == 4  # the topology drawn; 3 samplers and the vote
     assert "no episode is wrong" in seen["after"]  # the vote run's majority is always right
 
 
