@@ -116,9 +116,15 @@ def run_explorer_in_lab(folder: Path, runs: Path, run: str, screenshot: Path | N
                 page.wait_for_selector(
                     ".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached"
                 )
-                page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-                page.keyboard.press("Shift+Enter")
                 explorer = page.locator(".wb-explorer")
+                for _ in range(6):  # the kernel may still be connecting: run the cell until it shows
+                    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+                    page.keyboard.press("Shift+Enter")
+                    try:
+                        explorer.wait_for(timeout=20_000)
+                        break
+                    except playwright.Error:
+                        page.keyboard.press("Escape")
                 explorer.wait_for()
                 page.wait_for_function(
                     "document.querySelector('.wb-explorer')?.innerText.includes('episode #0')"
