@@ -10,7 +10,7 @@ EXTRAS ?= dev,parity,notebook,app,analysis
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell echo "$(TORCH) $(EXTRAS)" | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint setup clean setup-gpu check-gpu-env gpu-bundle
+.PHONY: demo test lint setup clean notebooks setup-gpu check-gpu-env gpu-bundle
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ test: $(STAMP)
 		|| echo "warning: bubblewrap missing and apt-get failed; the sandbox tests use the unshare route only"
 	WORKBENCH_DATA_DIR=$${WORKBENCH_DATA_DIR:-$(abspath ../shared/data)} WORKBENCH_SMOKE=1 \
 		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# every notebook run in full on the embedded model (CPU) with its outputs written in place and the hash
+# of its code cells in its metadata (tests/test_notebooks_shipped.py checks both); NOTEBOOKS=... picks some.
+# Their runs go to runs/notebooks/<notebook>/ (replaced): 06 and 07 read 02's, 05 reads 03's.
+notebooks: $(STAMP)
+	WORKBENCH_DATA_DIR=$${WORKBENCH_DATA_DIR:-$(abspath ../shared/data)} \
+		$(PY) -m workbench.widgets.notebooks run $(NOTEBOOKS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workbench tests apps benchmarks && $(VENV)/bin/ruff format --check workbench tests apps benchmarks

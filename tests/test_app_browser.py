@@ -1,4 +1,4 @@
-"""The viewer app (apps/viewer.py) in a real browser: Debian's chromium driven by Playwright.
+"""The viewer app (workbench/viewer/app.py) in a real browser: Debian's chromium driven by Playwright.
 
 The app runs in-process on a free port over a temporary runs root holding fixture runs written by
 the real protocols and RunWriter (scripted model replies, see test_viewer.py). Without

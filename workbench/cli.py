@@ -12,10 +12,12 @@ workbench train --recipe R [--set k=v ...]      RL on the coordinating role (mae
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from workbench.config import ConfigError, parse_overrides
@@ -25,6 +27,7 @@ from workbench.run_config import apply_flags
 from workbench.runs import default_root
 
 DEMO_ITEMS = 24
+DEMO_DTYPE = "fp32"  # see cmd_demo
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -77,9 +80,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Single agent vs self-consistency on fresh arithmetic, on the embedded model, same items."""
-    from workbench.analysis.stats import paired_outcomes
     from workbench.evaluate import EvalConfig, run_eval
     from workbench.models import load_backend
+    from workbench.stats import paired_outcomes
 
     root = (Path(args.runs) if args.runs else default_root()) / f"{time.strftime('%Y%m%d-%H%M%S')}-demo"
     configs = [
@@ -96,11 +99,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ),
     ]
     print(
-        f"workbench demo: {args.limit} arithmetic items (test split, 1-digit +/-), model {args.model}",
+        f"workbench demo: {args.limit} arithmetic items (test split, 1-digit +/-), model {args.model} ({DEMO_DTYPE})",
         file=sys.stderr,
     )
     t0 = time.perf_counter()
-    backend = load_backend(args.model, max_batch_size=64)
+    # fp32, not the bf16 default: greedy bf16 output differs between CPUs (their bf16 kernels round
+    # differently), so the README's numbers would not be what a newcomer's machine prints
+    backend = load_backend(args.model, max_batch_size=64, dtype=DEMO_DTYPE)
     print(f"model loaded in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     single, vote = (run_eval(cfg, backend=backend) for cfg in configs)
     paired = paired_outcomes([e.to_dict() for e in single.episodes], [e.to_dict() for e in vote.episodes])
@@ -430,8 +435,19 @@ def _add_set(parser, help_text: str) -> None:
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help=help_text)
 
 
+# Warnings from transformers/torch about their own internals (e.g. "`past_key_values` is deprecated"
+# printed through the progress bar): a user of the command cannot act on them.
+QUIET_WARNINGS = (r".*past_key_values.*", r".*is_gradient_checkpointing.*")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+    # the same deprecation through transformers' logger (the training path's forward passes)
+    logging.getLogger("transformers.utils.generic").addFilter(
+        lambda record: "past_key_values" not in record.getMessage()
+    )
     # Ctrl-C and the viewer's Cancel are SIGINT: keep the episodes so far, write the summary, stop.
     # A process started in the background by a non-interactive shell (`cmd &`, nohup, some CI
     # runners) inherits SIGINT *ignored*, and Python then installs no handler: cancel would do

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from workbench.analysis.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, _show, from_dict, to_dict
 from workbench.episode import Episode
 from workbench.evaluate import EvalConfig, EvalResult, ModelConfig, ProtocolConfig, run_eval
@@ -54,6 +53,7 @@ from workbench.runs import (
     read_json,
     write_json,
 )
+from workbench.stats import paired_outcomes, wilson_ci
 from workbench.tasks import TaskConfig, load_tasks
 
 MATCH_MODES = ("generations", "tokens", "none")

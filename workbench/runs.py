@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from workbench.analysis.stats import wilson_ci
 from workbench.episode import Episode, validate
+from workbench.stats import wilson_ci
 
 try:
     import fcntl

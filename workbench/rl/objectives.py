@@ -14,7 +14,7 @@ Sources:
   and ``GRPOTrainer._compute_loss`` (loss types ``grpo``, ``bnpo``, ``dr_grpo``); our functions match them
   on identical tensors (tests/test_rl_objectives.py runs TRL's own code).
 - ListMLE / Plackett-Luce: Xia et al. 2008, "Listwise Approach to Learning to Rank" (ICML).
-- CLPO: Yang et al. 2025 (arXiv 2511.06134), as reconstructed in ../shared/docs/METHODS.md section 1.
+- CLPO: Yang et al. 2025 (arXiv 2511.06134), as reconstructed in docs/methods.md (Maestro and CLPO).
 - Conductor reward: Nielsen et al. 2025 (arXiv 2512.04388), METHODS.md section 2.
 
 How these depart from TRL: the losses here are per micro-batch; dividing by the number of

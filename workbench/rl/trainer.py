@@ -51,6 +51,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.analysis.stats import paired_outcomes, wilson_ci
 from workbench.config import ConfigError, load_yaml, to_dict
 from workbench.evaluate import ProtocolConfig, run_episodes
 from workbench.rl import objectives as obj
@@ -97,6 +97,7 @@ from workbench.runs import (
     write_json,
     write_yaml,
 )
+from workbench.stats import paired_outcomes, wilson_ci
 from workbench.tasks import load_tasks
 
 
@@ -267,17 +268,24 @@ def train(
     runs_root: str | Path | None = None,
     policy: PolicyBackends | None = None,
     allow_config_change: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``cfg``'s role (or continue the run in ``resume``); returns the run folder and summary.
 
-    ``allow_config_change`` (with ``resume``): apply an edited config.yaml instead of refusing it."""
+    ``allow_config_change`` (with ``resume``): apply an edited config.yaml instead of refusing it.
+    ``should_stop``: asked after every step (e.g. ``threading.Event().is_set``, a notebook's stop
+    button); when it says yes the run ends there: a checkpoint of that step, the adapter, and a
+    summary with ``interrupted: true`` and ``stopped_at_step`` (its ``after`` is the last
+    evaluation made); ``workbench train --resume RUN_DIR`` continues it."""
     if cfg is not None:
         check_engine(cfg)  # no CUDA / no vllm or unsloth / a rank vLLM refuses: one line, no folder
     # a new run's items load before its folder is made: a bad task or data file writes nothing
     tasks = _task_sets(cfg) if resume is None and cfg is not None else None
     run_dir, cfg, lock, _ = _open_run(cfg, resume, runs_root, allow_config_change)
     try:
-        return _train(cfg, run_dir, resume is not None, progress, policy, tasks or _task_sets(cfg))
+        return _train(
+            cfg, run_dir, resume is not None, progress, policy, tasks or _task_sets(cfg), should_stop
+        )
     finally:
         lock.release()
 
@@ -326,7 +334,7 @@ def _task_sets(cfg: TrainConfig) -> tuple[list, list]:
     return train_tasks, load_tasks(replace(cfg.task, split=cfg.eval.split, limit=cfg.eval.limit)).tasks
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, tasks):
+def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, policy, tasks, should_stop=None):
     t = cfg.train
     _seed_everything(t.seed)
     backends = policy or load_policy(
@@ -399,7 +407,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
         if _eval_due(t, start, total) and start not in {e["step"] for e in evals}:
             evals.append(evaluate(cfg, backends, dev_tasks, start, episodes_log, evals_log))
         order = _order(eligible, t.seed, state["epoch"])
-        bar = None
+        bar, stopped_at = None, None
         if progress:
             from tqdm.auto import tqdm
 
@@ -440,9 +448,16 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
                     refresh=False,
                 )
                 bar.update(1)
+            if should_stop is not None and step < total and should_stop():
+                stopped_at = step
+                if not (step % t.checkpoint_every == 0 or step == t.warm_start):
+                    save_checkpoint(
+                        run_dir, step, model, optimizer, scheduler, state, keep=t.keep_checkpoints
+                    )
+                break
         if bar is not None:
             bar.close()
-        if not evals or evals[-1]["step"] != total:
+        if stopped_at is None and (not evals or evals[-1]["step"] != total):
             evals.append(evaluate(cfg, backends, dev_tasks, total, episodes_log, evals_log))
     finally:
         metrics_log.close()
@@ -450,6 +465,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
         evals_log.close()
     _save_adapter(model, run_dir / "adapter")
     summary = _summary(cfg, evals, run_dir)
+    if stopped_at is not None:
+        summary.update(interrupted=True, stopped_by="should_stop", stopped_at_step=stopped_at)
     write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary)
 

@@ -6,7 +6,8 @@
     live = v.live(v.run_names()[0])          # counters, newest episode's figure and transcript
     topology_figure(episode_dict).show()
 
-``apps/viewer.py`` is the Gradio app on top of this (``workbench app``); docs/viewer.md describes
+``workbench/viewer/app.py`` is the Gradio app on top of this (``workbench app``, loaded by
+``load_app``; ``apps/viewer.py`` is its thin entry point); docs/viewer.md describes
 the views, the training fields and the security model.
 """
 
@@ -50,24 +51,18 @@ __all__ = [
 
 
 def load_app():
-    """The Gradio entry point ``apps/viewer.py`` of this checkout, as a module (``serve``, ``build_app``).
+    """The Gradio app module ``workbench.viewer.app`` (``serve``, ``build_app``, ``main``).
 
-    The app is a thin file outside the package (the library stays free of Gradio); it needs a
-    source checkout (``pip install -e .``) and the ``app`` extra.
+    Imported only here, on demand: the rest of ``workbench.viewer`` (and the notebooks) never
+    import Gradio. Needs the ``app`` extra (``pip install 'workbench[app]'``).
     """
+    import importlib
     import importlib.util
-    from pathlib import Path
 
     from workbench.config import ConfigError
 
-    path = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
-    if not path.is_file():
-        raise ConfigError(
-            f"the viewer app {path} is missing: run from a source checkout installed with pip install -e '.[app]'"
-        )
     if importlib.util.find_spec("gradio") is None:
-        raise ConfigError("the viewer needs Gradio: pip install -e '.[app]'")
-    spec = importlib.util.spec_from_file_location("workbench_viewer_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        raise ConfigError(
+            "the viewer needs Gradio: pip install 'workbench[app]' (or -e '.[app]' in a checkout)"
+        )
+    return importlib.import_module("workbench.viewer.app")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.analysis.stats import paired_outcomes, wilson_ci
+from workbench.stats import paired_outcomes, wilson_ci
 
 MARKS = {"correct": "✓", "wrong": "✗", "format failure": "∅"}
 

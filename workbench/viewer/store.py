@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
-from workbench.analysis.stats import wilson_ci
 from workbench.config import ConfigError
 from workbench.episode import EpisodeFormatError, validate
+from workbench.stats import wilson_ci
 
 RUN_FILES = ("episodes.jsonl", "config.yaml", "summary.json")
 ANALYSIS_FILE = "analysis.json"  # written by `workbench analyze`; read by the Analysis view
