@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # lowest first; the key is the first name after `workbench.` (a subpackage or a module)
 LAYERS: list[set[str]] = [
     {"config", "episode", "redact", "stats", "prompts", "report"},  # leaves: import nothing from workbench
-    {"tasks", "models"},
+    {"tasks"},
+    {"models"},  # tool workers run their programs in the tasks' sandbox
     {"scheduler"},  # batches the protocols' calls to the models
     {"protocols", "runs", "serve"},
+    {"run_config"},  # the config types that eval, compare and train build with one builder
     {"evaluate"},
     {"rl", "analysis", "compare"},
     {"viewer"},
