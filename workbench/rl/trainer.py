@@ -498,7 +498,15 @@ def warm_start_step(cfg, backends, optimizer, scheduler, batch, pool, step: int)
     """One supervised step on synthetic demonstrations (rl/warmstart.py); returns the metrics row."""
     t0 = time.perf_counter()
     demos = demonstrations(
-        cfg.recipe, batch, pool, backends.policy, cfg.protocol.resolved, cfg.train.seed, step, cfg.pool.mixed
+        cfg.recipe,
+        batch,
+        pool,
+        backends.policy,
+        cfg.protocol.resolved,
+        cfg.train.seed,
+        step,
+        cfg.pool.mixed,
+        team=cfg.build_team(),
     )
     stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
     scheduler.step()

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
-from workbench.protocols.base import derive_seed
-from workbench.protocols.conductor import conductor_prompt, offered_workers, parse_plan
-from workbench.rl.rollouts import PoolEntry, Sample, draw_shown, offline_messages, shown_count
+from workbench.protocols.base import Team, derive_seed
+from workbench.protocols.conductor import conductor_messages, offered_workers, parse_plan
+from workbench.rl.rollouts import PoolEntry, Sample, draw_shown, offline_messages, shown_count, trainee_team
 from workbench.tasks import Task
 
 RECIPES = ("leader", "conductor")
@@ -106,6 +107,7 @@ def demonstrations(
     seed: int,
     step: int,
     mixed: bool = False,
+    team: Team | None = None,
 ) -> list[Sample]:
     """One demonstration per question, as Samples (prompt ids, target ids ending in EOS, reward 1).
 
@@ -123,9 +125,10 @@ def demonstrations(
             messages = offline_messages(recipe, task, shown, protocol_cfg)
             target = leader_trace(task, shown)
         else:
-            n = len(offered_workers(task, protocol_cfg, derive_seed(seed, step, "warm-subset")))
-            system, chat = conductor_prompt(task, n, protocol_cfg)
-            messages = [{"role": "system", "content": system}, *chat]
+            subset_seed = derive_seed(seed, step, "warm-subset")
+            n = len(offered_workers(task, protocol_cfg, subset_seed))
+            as_trainee = replace(protocol_cfg, conductor_member="trainee")  # as in the RL rollouts
+            messages = conductor_messages(task, as_trainee, trainee_team(None, team), subset_seed)
             target = conductor_plan(n, protocol_cfg.max_steps, rng, protocol_cfg.subtasks)
         ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         samples.append(
