@@ -414,10 +414,11 @@ def test_conductor_prompt_lists_worker_descriptions_from_one_builder():
         return "model_id = [0]\nsubtasks = ['x']\naccess_list = [[]]"
 
     seed = derive_seed(3, 1, "warm-subset")  # the warm start's subset seed of run seed 3, step 1
+    scripted = ScriptedBackend(reply)  # the frozen workers and the trainee (backend "policy") alike
     eps, errors, _ = run_episodes(
         tasks,
         ProtocolConfig("conductor", vars(cfg)),
-        ScriptedBackend(reply),
+        {"default": scripted, "policy": scripted},
         seed=seed,
         team=trainee_team(None, team),
     )
