@@ -321,6 +321,7 @@ class _RecipeLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+
     def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201 (PyYAML's signature)
         """A key given twice in one mapping (two team members of one name) is refused, not overwritten."""
         if isinstance(node, yaml.MappingNode):
