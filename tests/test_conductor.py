@@ -2,6 +2,7 @@
 the recursion fine-tune, the ablation switches and hostile plans. Protocol logic runs on the scripted
 backend; the real-model step is tests/test_rl_train.py::test_leader_offline_and_conductor_online_take_a_step."""
 
+import json
 import re
 from dataclasses import replace
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from workbench.rl.config import TrainConfig
 from workbench.rl.objectives import conductor_call_rewards, conductor_reward
 from workbench.rl.rollouts import check_groups, conductor_rewards, online_samples
 from workbench.tasks import TaskConfig, load_tasks
+from workbench.tasks.sandbox import sandbox_mode
 
 
 def arithmetic(limit):
@@ -318,9 +320,9 @@ def test_routing_before_vs_after_per_family_and_hostile_plans():
     p0 = {"model_id": [0], "subtasks": ["x"], "access_list": [[]]}
     p1 = {"model_id": [0, 1], "subtasks": ["x", "y"], "access_list": [[], ["all"]]}
     eps = [
-        ep("math:1", [p0], eval=True, eval_step=0),
-        ep("math:2", [{"error": "no list", "reason": "missing_list"}], eval=True, eval_step=0),
-        ep("math:1", [p1], eval=True, eval_step=30),
+        ep("math/1", [p0], eval=True, eval_step=0),
+        ep("math/2", [{"error": "no list", "reason": "missing_list"}], eval=True, eval_step=0),
+        ep("math/1", [p1], eval=True, eval_step=30),
         ep(
             "q7",
             [p1, {"model_id": [], "subtasks": [], "access_list": []}],
@@ -328,12 +330,12 @@ def test_routing_before_vs_after_per_family_and_hostile_plans():
             eval=True,
             eval_step=30,
         ),
-        ep("math:9~g3", [p1], train_step=4),  # a sampled training episode: not in either phase
-        ep("math:3", "not a list", eval=True, eval_step=30),
-        ep("math:4", [{"model_id": ["0"], "access_list": [[]]}, 5], eval=True, eval_step=30),
-        ep("math:5", [p0], workers="oops", eval=True, eval_step=30),
+        ep("math/9~g3", [p1], train_step=4),  # a sampled training episode: not in either phase
+        ep("math/3", "not a list", eval=True, eval_step=30),
+        ep("math/4", [{"model_id": ["0"], "access_list": [[]]}, 5], eval=True, eval_step=30),
+        ep("math/5", [p0], workers="oops", eval=True, eval_step=30),
     ]
-    out = routing_analysis(eps, "mix")
+    out = routing_analysis(eps, "mix:math,code")
     assert out["eval_steps"] == [0, 30]
     rows = {(r["family"], r["phase"]): r for r in out["rows"]}
     assert set(rows) == {("math", "before"), ("math", "after"), ("code", "after")}
@@ -352,3 +354,158 @@ def test_routing_before_vs_after_per_family_and_hostile_plans():
     from workbench.analysis.conductor import conductor_analysis
 
     assert conductor_analysis(eps)["failure_reasons"] == {"missing_list": 1, "unrecorded": 2}
+
+
+def test_routing_family_of_real_mixture_items(tmp_path):
+    """Families from real mixture items: ``meta.family`` as the episodes record it, else the
+    component the ``COMPONENT/ID`` id starts with (components may hold ':' and '/' themselves)."""
+    from workbench.analysis.routing import episode_family, routing_analysis
+
+    path = tmp_path / "extra.jsonl"
+    path.write_text(
+        "".join(json.dumps({"question": f"{i} + 1 = ?", "answer": str(i + 1)}) + "\n" for i in range(3))
+    )
+    name = f"mix:arithmetic,jsonl:{path}"
+    items = load_tasks(TaskConfig.from_flat({"name": name, "limit": 6, "split": "test"})).tasks
+    assert {t.meta["family"] for t in items} == {"arithmetic", f"jsonl:{path}"}
+    plan = {"model_id": [1], "subtasks": ["x"], "access_list": [[]]}
+    for t in items:
+        recorded = {"task_id": t.id, "meta": {"family": t.meta["family"]}}
+        old = {"task_id": f"{t.id}~g2", "meta": {}}  # a run without meta.family: read from the id
+        assert episode_family(recorded, name) == episode_family(old, name) == t.meta["family"][:60]
+        assert episode_family(old, "arithmetic") == "arithmetic"  # not a mixture: the run's task
+    eps = [
+        {
+            "protocol": "conductor",
+            "task_id": t.id,
+            "correct": True,
+            "meta": {"plans": [plan], "workers": ["a", "calc"]},
+        }
+        for t in items
+    ]
+    rows = routing_analysis(eps, name)["rows"]
+    assert sorted((r["family"], r["episodes"], r["worker_share"]["calc"]) for r in rows) == [
+        ("arithmetic", 3, 1.0),
+        (f"jsonl:{path}"[:60], 3, 1.0),  # family names are cut to 60 characters
+    ]
+
+
+def test_conductor_prompt_lists_worker_descriptions_from_one_builder():
+    """The Conductor's first chat has one builder (`conductor_messages`): the protocol sends it and
+    the warm start trains on it, byte for byte, with each offered worker as "Model i: <description>"
+    (persona and format-like braces included; random subsets relabel the descriptions with the
+    workers). Without descriptions the worker list is today's "Model 0, Model 1, ...", unchanged."""
+    from workbench.protocols import Member, Team
+    from workbench.protocols.base import derive_seed
+    from workbench.protocols.conductor import conductor_messages, offered_workers, workers_text
+    from workbench.rl.rollouts import trainee_team
+    from workbench.rl.warmstart import demonstrations
+    from workbench.tasks import Task
+
+    descriptions = {"a": "solves {arithmetic} step by {0}", "calc": "a calculator", "b": "reads grammar"}
+    team = Team(tuple(Member(n, backend="default", description=d) for n, d in descriptions.items()))
+    tasks = [Task(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(12)]
+    cfg = ConductorConfig(worker_members=("a", "calc", "b"), random_subset=True, conductor_member="trainee")
+    sent = {}
+
+    def reply(req, j):
+        if req.messages[0]["content"].startswith("You are the Conductor"):
+            sent[len(sent)] = req.messages
+        return "model_id = [0]\nsubtasks = ['x']\naccess_list = [[]]"
+
+    seed = derive_seed(3, 1, "warm-subset")  # the warm start's subset seed of run seed 3, step 1
+    scripted = ScriptedBackend(reply)  # the frozen workers and the trainee (backend "policy") alike
+    eps, errors, _ = run_episodes(
+        tasks,
+        ProtocolConfig("conductor", vars(cfg)),
+        {"default": scripted, "policy": scripted},
+        seed=seed,
+        team=trainee_team(None, team),
+    )
+    assert errors == [] and len(sent) == len(tasks)
+    recorded = {
+        ep.task_id: next(m for m in sent.values() if f"What is {ep.task_id[1:]} + 1?" in m[-1]["content"])
+        for ep in eps
+    }
+
+    class Chars:  # a character-level stand-in for the tokenizer
+        eos_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    class Policy:  # records the chat each demonstration is encoded from
+        tokenizer = Chars()
+
+        def __init__(self):
+            self.seen = []
+
+        def encode_chat(self, messages):
+            self.seen.append(messages)
+            return [0]
+
+    policy = Policy()
+    demonstrations("conductor", tasks, {}, policy, replace(cfg, conductor_member="default"), 3, 1, team=team)
+    sizes = set()
+    for task, demo_chat in zip(tasks, policy.seen, strict=True):
+        built = conductor_messages(task, cfg, trainee_team(None, team), seed)
+        assert recorded[task.id] == built == demo_chat
+        pool = offered_workers(task, cfg, seed)
+        sizes.add(len(pool))
+        lines = [f"Model {i}: {descriptions[m]}" for i, m in enumerate(pool)]
+        assert built[-1]["content"] == f"Question: {task.prompt}\nAvailable workers:\n" + "\n".join(lines)
+    assert len(sizes) > 1  # the subsets differ between questions, and the descriptions follow them
+    # no descriptions: the prompt of the default pool, byte for byte as before
+    (ep,), _, _ = run_episodes(tasks[:1], ProtocolConfig("conductor", {}), ScriptedBackend(reply), seed=0)
+    assert (
+        sent[len(sent) - 1][-1]["content"]
+        == "Question: What is 0 + 1?\nAvailable workers: Model 0, Model 1, Model 2."
+    )
+    assert workers_text(["", "x"]) == "Model 0\nModel 1: x"
+
+
+@pytest.mark.skipif(sandbox_mode() == "none", reason="the pool's python tool worker needs an OS sandbox")
+def test_the_pool_recipe_and_the_documented_pool_command_load(monkeypatch):
+    """workbench/rl/recipes/conductor-pool.yaml (the run of docs/training.md) and the documented
+    `workbench train --recipe conductor --set ...` pool command build the same pool and mixture."""
+    from workbench.config import parse_overrides
+
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", "/nonexistent")  # building a config loads no data
+    cfg = TrainConfig.load("conductor-pool")
+    proto = cfg.protocol.resolved
+    assert cfg.task.name == "mix:arithmetic,bbh:hyperbaton" and cfg.task.split == "dev"
+    assert proto.worker_members == ("solver", "calc", "py") and proto.max_steps == 2
+    team = cfg.build_team()
+    assert all(team.description(m) for m in proto.worker_members)
+    assert team.member("calc").tool == "calculator" and team.member("py").tool == "python"
+    assert cfg.eval.split == "dev" and cfg.train.warm_start > 0
+    documented = [  # docs/training.md, "The Conductor over a pool of differing workers"
+        "task.name=mix:arithmetic,bbh:hyperbaton",
+        "task.split=dev",
+        "task.limit=40",
+        "team.solver.model=default",
+        "team.solver.temperature=0",
+        "team.solver.system=You are a careful assistant. Think step by step, then answer.",
+        "team.solver.description=a small language model: reads questions in words (grammar, multiple choice)",
+        "team.calc.tool=calculator",
+        "team.calc.description=a calculator: evaluates an arithmetic expression exactly",
+        "team.py.tool=python",
+        "team.py.model=default",
+        "team.py.description=writes and runs a short Python program",
+        "protocol.worker_members=[solver,calc,py]",
+        "protocol.max_steps=2",
+        "protocol.max_tokens=160",
+        "train.warm_start=10",
+        "train.steps=2",
+        "train.questions=4",
+        "train.group=4",
+        "train.max_tokens=128",
+        "train.lr=5e-4",
+        "train.schedule=constant",
+        "train.warmup_steps=1",
+        "train.checkpoint_every=1",
+        "eval.limit=8",
+    ]
+    flags = TrainConfig.load("conductor", parse_overrides(documented))
+    assert flags.team == cfg.team and flags.protocol == cfg.protocol and flags.task == cfg.task
+    assert flags.train == cfg.train and flags.eval == cfg.eval

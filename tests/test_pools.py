@@ -585,3 +585,17 @@ def test_the_embedded_model_and_tool_workers_run_a_conductor_workflow(smollm2, t
         assert [m.sender for m in ep.messages] == ["conductor", "step-0", "step-1", "step-2"]
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "tool: calculator" in saved and "description: evaluates one arithmetic" in saved
+
+
+def test_a_tool_worker_can_answer_alone_in_single_but_plays_no_other_role():
+    """`single` with a tool member is the pool's single-member baseline (compare single@calc); a tool
+    still cannot be a role that reads others (reflect's critic, an aggregator, the conductor)."""
+    team = {"calc": {"tool": "calculator", "description": "evaluates arithmetic"}}
+    cfg = EvalConfig.build({"team": team, "protocol": {"name": "single", "member": "calc"}})
+    assert cfg.build_team().member("calc").tool == "calculator"
+    with pytest.raises(ConfigError, match="a tool answers, it cannot be the "):
+        EvalConfig.build({"team": team, "protocol": {"name": "reflect", "member": "calc"}})
+    cmp = CompareConfig.build(
+        {"team": team, "options": {"single@calc": {"member": "calc"}}}, protocols="single,single@calc"
+    )
+    assert cmp.protocol_config("single@calc").resolved.member == "calc"

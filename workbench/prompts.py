@@ -310,6 +310,9 @@ access_list = [[], [], ["all"]]""",
 }
 CONDUCTOR_DOMAINS = {"numeric": "math", "math": "math", "choice": "choice", "code": "code", "exact": "exact"}
 CONDUCTOR_QUESTION = "Question: {question}\nAvailable workers: {workers}."
+# a pool whose members have descriptions (the paper's prompt): one line per offered worker
+CONDUCTOR_QUESTION_DESCRIBED = "Question: {question}\nAvailable workers:\n{workers}"
+CONDUCTOR_WORKER_LINE = "Model {index}: {description}"
 CONDUCTOR_RECURSE = (
     "The workflow's final response was:\n{final}\n\n"
     "If it correctly answers the question, reply with three empty lists (model_id = [], subtasks = [], "

@@ -196,8 +196,8 @@ def team_from(team: dict[str, Any]) -> Team:
 
 
 def check_roles(team: Team, protocol: ProtocolConfig, where: str = "protocol") -> None:
-    """Every member a protocol names exists; tools only fill worker lists; a Conductor's pool of
-    different workers describes each one."""
+    """Every member a protocol names exists; tools only fill worker lists (or answer alone in
+    `single`); a Conductor's pool of different workers describes each one."""
     cfg = protocol.resolved
     for key, names in member_fields(cfg).items():
         if not names:  # an empty list would fail inside every episode (i % 0)
@@ -206,7 +206,9 @@ def check_roles(team: Team, protocol: ProtocolConfig, where: str = "protocol") -
             )
         for name in names:
             member = team.member(name)  # raises ConfigError naming the missing member and the fix
-            if member.tool and key.endswith("member"):
+            # a tool answers, so it may be `single`'s one answering member (a pool's single-member
+            # baseline), never a role that reads or writes for others
+            if member.tool and key.endswith("member") and protocol.name != "single":
                 raise ConfigError(
                     f"{where}.{key}={name}: '{name}' is a {member.tool} tool; a tool answers, it cannot be the "
                     f"{key.removesuffix('_member')} (name a model member)"

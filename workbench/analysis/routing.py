@@ -11,8 +11,10 @@ From each conductor episode's ``meta.plans`` (the parsed workflows in call order
     access           first workflows by access-list shape ("[] [] all": per step [] or ["all"])
     failure_reasons  plans that could not be used, by reason (``conductor.PLAN_ERRORS``)
 
-**Family**: ``meta.family`` or ``meta.task_family`` of the episode when present, else the prefix
-of its task id before ``:`` (mixture items are ``family:id``), else the run's task name.
+**Family**: ``meta.family`` or ``meta.task_family`` of the episode when present (every episode
+of a mixture item records it), else, in a run of a mixture (``mix:a,b:c``), the component its task
+id starts with (mixture ids are ``COMPONENT/ID``, e.g. ``bbh:hyperbaton/17``; the longest
+matching component), else the run's task name.
 
 **Phase**: a training run's dev evaluations (episodes with ``meta.eval``) give ``before`` (the
 first evaluation step) and ``after`` (the last); the sampled training episodes are left out. Any
@@ -34,9 +36,12 @@ def episode_family(ep: dict, run_task: str) -> str:
     for key in ("family", "task_family"):
         if isinstance(meta.get(key), str) and meta[key]:
             return meta[key][:60]
-    task_id = str(ep.get("task_id", "")).rsplit("~g", 1)[0]
-    if ":" in task_id:
-        return task_id.split(":", 1)[0][:60]
+    if run_task.startswith("mix:"):
+        task_id = str(ep.get("task_id", "")).rsplit("~g", 1)[0]
+        parts = [p.strip() for p in run_task.partition(":")[2].split(",") if p.strip()]
+        matching = [p for p in parts if task_id.startswith(f"{p}/")]
+        if matching:
+            return max(matching, key=len)[:60]
     return run_task
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from workbench.config import ConfigError
@@ -49,16 +50,19 @@ from workbench.prompts import (
     CONDUCTOR_EXAMPLES,
     CONDUCTOR_EXAMPLES_IN_DOMAIN,
     CONDUCTOR_QUESTION,
+    CONDUCTOR_QUESTION_DESCRIBED,
     CONDUCTOR_RECURSE,
     CONDUCTOR_RECURSE_NO_SUBTASKS,
     CONDUCTOR_RULES,
     CONDUCTOR_RULES_NO_SUBTASKS,
+    CONDUCTOR_WORKER_LINE,
     WORKER_CONTEXT,
     WORKER_INSTRUCTION,
     WORKER_STEP,
+    chat_messages,
     question_prompt,
 )
-from workbench.protocols.base import ANSWER_NODE, Call, EpisodeContext, Team, derive_seed
+from workbench.protocols.base import ANSWER_NODE, Agent, Call, EpisodeContext, Team, derive_seed
 from workbench.tasks import Task
 
 MAX_LIST_CHARS = 20_000  # a list literal longer than this is refused before parsing
@@ -264,18 +268,54 @@ def few_shot_examples(task: Task, cfg: ConductorConfig) -> str:
     return text
 
 
-def conductor_prompt(task: Task, n_workers: int, cfg: ConductorConfig) -> tuple[str, list[dict[str, str]]]:
-    """The Conductor's system prompt and first user turn for a pool of ``n_workers`` (the rules,
-    with or without subtasks, then the ``few_shot`` examples)."""
+def workers_text(descriptions: Sequence[str]) -> str:
+    """How the offered workers are listed: "Model 0, Model 1, ..." when no worker has a
+    description (today's prompt, byte for byte), else one line per worker, "Model i: <description>"
+    (the paper's prompt; a worker without one is listed as "Model i")."""
+    if not any(d.strip() for d in descriptions):
+        return ", ".join(f"Model {i}" for i in range(len(descriptions)))
+    return "\n".join(
+        CONDUCTOR_WORKER_LINE.format(index=i, description=d.strip()) if d.strip() else f"Model {i}"
+        for i, d in enumerate(descriptions)
+    )
+
+
+def conductor_prompt(
+    task: Task, cfg: ConductorConfig, descriptions: Sequence[str]
+) -> tuple[str, list[dict[str, str]]]:
+    """The Conductor's system prompt and first user turn for the offered workers, given by their
+    one-line descriptions in Model-index order ("" for none): the rules, with or without
+    subtasks, then the ``few_shot`` examples; the question and the worker list (`workers_text`)."""
+    n_workers = len(descriptions)
     rules = CONDUCTOR_RULES if cfg.subtasks else CONDUCTOR_RULES_NO_SUBTASKS
     examples = few_shot_examples(task, cfg)
     system = (f"{rules}\n\n{examples}" if examples else rules).format(
         max_steps=cfg.max_steps, last=n_workers - 1
     )
-    names = ", ".join(f"Model {i}" for i in range(n_workers))
+    described = any(d.strip() for d in descriptions)
+    template = CONDUCTOR_QUESTION_DESCRIBED if described else CONDUCTOR_QUESTION
     return system, [
-        {"role": "user", "content": CONDUCTOR_QUESTION.format(question=task.prompt, workers=names)}
+        {"role": "user", "content": template.format(question=task.prompt, workers=workers_text(descriptions))}
     ]
+
+
+def conductor_start(
+    task: Task, cfg: ConductorConfig, team: Team, seed: int
+) -> tuple[Agent, list[dict[str, str]]]:
+    """The Conductor agent (its system prompt: the member's persona, then the rules and examples)
+    and its first user turn (the question and the offered workers, described by the team), as
+    `run` uses them for this task and run seed."""
+    pool = offered_workers(task, cfg, seed)
+    system, chat = conductor_prompt(task, cfg, [team.description(m) for m in pool])
+    ccfg = replace(cfg, temperature=cfg.conductor_temperature, top_p=1.0, max_tokens=cfg.conductor_max_tokens)
+    return team.agent(cfg.conductor_member, "conductor", "conductor", ccfg, system=system), chat
+
+
+def conductor_messages(task: Task, cfg: ConductorConfig, team: Team, seed: int) -> list[dict[str, str]]:
+    """The Conductor's first chat exactly as the episode sends it (`chat_messages`, as
+    ``EpisodeContext.ask`` builds it): the one builder the protocol and the RL warm start share."""
+    agent, chat = conductor_start(task, cfg, team, seed)
+    return chat_messages(agent.system, chat)
 
 
 async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext) -> None:
@@ -283,9 +323,7 @@ async def run(task: Task, team: Team, cfg: ConductorConfig, ctx: EpisodeContext)
     pool = [cfg.worker_members[i] for i in indices]
     labels = worker_labels(cfg, indices)
     workers = [team.agent(member, f"model-{i}", "worker", cfg) for i, member in enumerate(pool)]
-    ccfg = replace(cfg, temperature=cfg.conductor_temperature, top_p=1.0, max_tokens=cfg.conductor_max_tokens)
-    system, chat = conductor_prompt(task, len(pool), cfg)
-    conductor = team.agent(cfg.conductor_member, "conductor", "conductor", ccfg, system=system)
+    conductor, chat = conductor_start(task, cfg, team, ctx.seed)
     qp = question_prompt(task.prompt, task.verifier)
     recurse = CONDUCTOR_RECURSE if cfg.subtasks else CONDUCTOR_RECURSE_NO_SUBTASKS
     plans: list[dict] = []

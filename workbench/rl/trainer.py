@@ -606,6 +606,7 @@ def warm_start_step(
             cfg.train.seed,
             step,
             cfg.pool.mixed,
+            team=cfg.build_team(),
         )
     stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
     scheduler.step()

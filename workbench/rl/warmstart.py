@@ -43,14 +43,15 @@ import json
 import random
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from workbench.models.base import SamplingParams
-from workbench.protocols.base import derive_seed
-from workbench.protocols.conductor import conductor_prompt, offered_workers, parse_plan
+from workbench.protocols.base import Team, derive_seed
+from workbench.protocols.conductor import conductor_messages, offered_workers, parse_plan
 from workbench.protocols.leader import leader_answer
-from workbench.rl.rollouts import PoolEntry, Sample, draw_slate, offline_messages, shown_count
+from workbench.rl.rollouts import PoolEntry, Sample, draw_slate, offline_messages, shown_count, trainee_team
 from workbench.tasks import Task
 
 RECIPES = ("leader", "conductor")
@@ -331,6 +332,7 @@ def demonstrations(
     seed: int,
     step: int,
     mixed: bool = False,
+    team: Team | None = None,
 ) -> list[Sample]:
     """The Conductor's format demonstrations: one per question, as Samples (prompt ids, target ids
     ending in EOS, reward 1). The leader's SFT stage samples its own traces instead
@@ -344,9 +346,10 @@ def demonstrations(
     samples = []
     for q, task in enumerate(tasks):
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
-        n = len(offered_workers(task, protocol_cfg, derive_seed(seed, step, "warm-subset")))
-        system, chat = conductor_prompt(task, n, protocol_cfg)
-        messages = [{"role": "system", "content": system}, *chat]
+        subset_seed = derive_seed(seed, step, "warm-subset")
+        n = len(offered_workers(task, protocol_cfg, subset_seed))
+        as_trainee = replace(protocol_cfg, conductor_member="trainee")  # as in the RL rollouts
+        messages = conductor_messages(task, as_trainee, trainee_team(None, team), subset_seed)
         target = conductor_plan(n, protocol_cfg.max_steps, rng, protocol_cfg.subtasks)
         ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         samples.append(
