@@ -15,6 +15,7 @@ import torch
 
 from workbench.rl import objectives as obj
 from workbench.rl.config import TrainConfig
+from workbench.rl.policy import PolicyBackends
 from workbench.rl.rollouts import Sample, Slate, _score_offline
 from workbench.rl.trainer import _optimise
 from workbench.tasks import Task
@@ -55,9 +56,9 @@ def tiny():
             r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
         ),
     )
-    return SimpleNamespace(model=model, tokenizer=tokenizer, backends=SimpleNamespace(
-        model=model, policy=SimpleNamespace(pad_id=0, tokenizer=tokenizer)
-    ))  # fmt: skip
+    # the trainer's own PolicyBackends (no rollout engine), over the tiny model
+    policy = SimpleNamespace(model=model, pad_id=0, tokenizer=tokenizer)
+    return SimpleNamespace(model=model, tokenizer=tokenizer, backends=PolicyBackends(policy, frozen=None))
 
 
 def _ids(tokenizer, text: str) -> list[int]:
