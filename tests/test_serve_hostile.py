@@ -475,6 +475,8 @@ def test_api_key():
         assert s.client.get(f"{s.base}/health").status_code == 200  # open, for probes
         none = s.client.post(s.chat, json={"messages": USER})
         assert none.status_code == 401 and none.headers["WWW-Authenticate"] == "Bearer"
+        # its body went unread: the answer closes the connection rather than leave it to a race
+        assert none.headers["Connection"] == "close"
         wrong = s.client.post(s.chat, json={"messages": USER}, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "s3cret" not in wrong.text
         assert s.client.get(f"{s.base}/v1/models").status_code == 401

@@ -885,9 +885,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - the base class's name
         path = self.path.split("?")[0].rstrip("/")
+        keep_alive = not self.close_connection
+        # a refusal leaves the body unread, so its answer must say Connection: close (set after
+        # the answer, a client could reuse the connection and meet the server closing it)
+        self.close_connection = True
         if not self._guard(path):
-            self.close_connection = True  # its body was not read
             return
+        self.close_connection = not keep_alive
         raw = self._read_body()
         if raw is None:
             return
