@@ -447,7 +447,7 @@ def test_vllm_engine_path_feeds_the_loss_what_the_hf_path_feeds_it(tmp_path, mon
     tiny = [
         "task.limit=2", "eval.limit=1", "train.questions=1", "train.group=2", "train.max_tokens=8",
         "pool.size=2", "pool.max_tokens=16", "pool.threshold=1.0", "protocol.rounds=1", "protocol.peers=2",
-        "train.steps=2", "train.checkpoint_every=1", "model.dtype=fp32",
+        "train.steps=2", "train.checkpoint_every=1", "model.dtype=fp32", "train.warm_start=0",
     ]  # fmt: skip
     runs = {}
     for engine in ("hf", "vllm"):
