@@ -1,7 +1,7 @@
 """Where benchmark rows come from, and the fixed dev/test partition of test-only benchmarks.
 
 Every benchmark family reads a local copy when ``$WORKBENCH_DATA_DIR/<folder>/`` exists (the same
-files as the public release; ``../shared/data`` in tests) and the public Hugging Face dataset
+files as the public release; `make test` points it at an offline copy) and the public Hugging Face dataset
 otherwise. A hub failure (offline, gated, renamed) becomes a TaskError that says how to point the
 loader at a local copy, never a traceback from deep inside `datasets`.
 
