@@ -4,20 +4,9 @@ import json
 import threading
 
 import pytest
+from test_rl_train import TINY as SMALLEST  # tests/ is on sys.path under pytest
 
-TINY = [
-    "task.limit=6",
-    "eval.limit=2",
-    "train.questions=1",
-    "train.group=2",
-    "train.max_tokens=16",
-    "pool.size=3",
-    "pool.max_tokens=48",
-    "pool.threshold=1.0",
-    "protocol.rounds=1",
-    "train.objective=grpo",
-    "train.checkpoint_every=10",
-]
+TINY = [*SMALLEST, "protocol.rounds=1", "train.objective=grpo", "train.checkpoint_every=10"]
 
 
 @pytest.mark.slow
