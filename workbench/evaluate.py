@@ -113,9 +113,15 @@ def run_episodes(
             bar.close()
     sizes = scheduler.stats.batch_sizes
     stats = {
-        "backend_calls": len(sizes),
+        "backend_calls": len(sizes),  # generate() calls, or admissions into a running decode
         "mean_batch_size": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
     }
+    if scheduler.stats.decode_steps:  # a streaming backend: how full its running batch stayed
+        rows = scheduler.stats.rows_per_step
+        stats |= {
+            "decode_steps": scheduler.stats.decode_steps,
+            "mean_rows_per_step": round(sum(rows) / len(rows), 2),
+        }
     return episodes, errors, stats
 
 

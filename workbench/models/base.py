@@ -34,6 +34,10 @@ class SamplingParams:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if isinstance(self.stop, str | list):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(
+                f"stop strings must be non-empty strings (an empty one would end every reply at once), got {self.stop!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class Generation:
     latency_s: float  # wall time of the backend call that produced it
     logprobs: list[float] | None = None  # one per completion token, when asked
     prompt_ids: list[int] | None = None  # the prompt's token ids (for training rollouts)
-    error: str | None = None  # why a remote call failed for good (then finish_reason="error", text "")
+    error: str | None = None  # why the request failed for good (then finish_reason="error", text "")
+    warning: str | None = None  # the request ran, changed: e.g. max_tokens clamped to the model's context
     # a tool worker's run (workbench/models/tools.py): {"tool", "status": ok|failed|timeout|no_code|
     # no_expression|error, "reason", ...}; a status other than ok is counted in the episode's events
     tool: dict | None = None

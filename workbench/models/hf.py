@@ -8,6 +8,15 @@ top_p, length cap, stop strings and random generator, drops finished rows from t
 prefills waiting rows into the freed slots as it goes (continuous batching), and returns the sampled tokens' log-probabilities without materialising a full-vocabulary
 log-softmax for every position (only the last position's logits are ever computed).
 
+The decode loop is also open to callers that add work while it runs (`open`, `step`): the batch
+scheduler (workbench/scheduler.py) admits an episode's next requests into the running batch as
+soon as the episode makes them, so no episode waits for another episode's phase to end.
+
+Bad requests fail alone: an empty prompt, a prompt that does not fit the model's context or a
+chat template that cannot render the messages give that request a generation with
+``finish_reason="error"`` and the reason; a ``max_tokens`` beyond the context is clamped to what
+fits, with a ``warning`` on the generation. The rest of the batch decodes as if it were absent.
+
 Log-probabilities are those of the distribution sampled from: log_softmax(logits / T) before
 top-p truncation, with T = 1 for greedy rows (the convention TRL uses for GRPO).
 """
@@ -15,6 +24,7 @@ top-p truncation, with T = 1 for greedy rows (the convention TRL uses for GRPO).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,9 +46,35 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
-    text: str | None = None
+    text: str | None = None  # set when the row is finished
     t_start: float = 0.0
     t_end: float = 0.0
+    max_tokens: int = 0  # the completion cap: sampling.max_tokens, clamped to the context
+    error: str | None = None  # why the request was refused (finish_reason "error")
+    warning: str | None = None  # e.g. max_tokens clamped to the context
+    queued_at: int = 0  # the backend's step count when the row was admitted
+
+
+class Ticket:
+    """The rows of one `HFBackend.open` call, decoded as part of the backend's running batch.
+
+    ``done`` once every row has finished; ``result()`` then gives the generations in request order
+    (each request's ``n`` samples in turn), exactly what ``generate`` returns for the same requests.
+    """
+
+    def __init__(self, backend: HFBackend, rows: list[_Row]):
+        self.backend, self.rows = backend, rows
+
+    @property
+    def done(self) -> bool:
+        return all(r.text is not None for r in self.rows)
+
+    def result(self) -> list[Generation]:
+        if not self.done:
+            raise RuntimeError(
+                "Ticket.result() before every row finished: call the backend's step() until done"
+            )
+        return [self.backend._generation(r) for r in self.rows]
 
 
 @dataclass
@@ -108,6 +144,9 @@ class _Batch:
 class HFBackend:
     """A causal LM (optionally with a `peft` adapter) answering chat requests in batches."""
 
+    #: steps a waiting row may wait for companions before it is prefilled alone (see `step`)
+    max_wait_steps = 8
+
     def __init__(self, model, tokenizer, name: str, max_batch_size: int = 32):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -115,6 +154,14 @@ class HFBackend:
         self.max_batch_size = max_batch_size
         self.prefill_tokens = 4096  # padded prompt tokens per prefill forward pass (see _chunks)
         self.device = next(model.parameters()).device
+        n = getattr(model.config, "max_position_embeddings", None)
+        self.context_length: int | None = n if isinstance(n, int) and n > 0 else None
+        # the running decode: rows waiting for a slot, the batch being decoded, steps taken
+        self._waiting: deque[_Row] = deque()
+        self._batch: _Batch | None = None
+        self._steps = 0
+        self._in_prefill: list[_Row] = []  # rows taken from the queue, not yet in the batch
+        self._lock = threading.RLock()  # one decode at a time (a notebook thread and the app may share us)
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -131,11 +178,36 @@ class HFBackend:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def generate(self, requests: list[Request]) -> list[Generation]:
-        return self.generate_from_ids([(self.encode_chat(req.messages), req.sampling) for req in requests])
+        ticket = self.open(requests)
+        self.run_until(ticket)
+        return ticket.result()
 
     def generate_from_ids(self, prompts: list[tuple[list[int], SamplingParams]]) -> list[Generation]:
         """Like ``generate``, from token ids: e.g. a chat prompt plus a forced start of the reply
         (training scores a justification written after a given ``<choice>k</choice>``)."""
+        ticket = self.open_ids(prompts)
+        self.run_until(ticket)
+        return ticket.result()
+
+    # ---- the running decode, open to new work (continuous batching across callers) ----
+    def open(self, requests: list[Request]) -> Ticket:
+        """Admit ``requests`` into the running decode; `step` advances it, the ticket says when done.
+        A request whose messages cannot be rendered fails alone (finish_reason "error")."""
+        prompts: list[tuple[list[int] | str, SamplingParams]] = []
+        for req in requests:
+            try:
+                prompts.append((self.encode_chat(req.messages), req.sampling))
+            except Exception as e:  # a template that rejects these messages: this request only
+                prompts.append(
+                    (
+                        f"the chat template could not render the messages ({type(e).__name__}: {e})",
+                        req.sampling,
+                    )
+                )
+        return self.open_ids(prompts)
+
+    def open_ids(self, prompts: list[tuple[list[int] | str, SamplingParams]]) -> Ticket:
+        """Like `open`, from token ids (a str in place of the ids: that request's error)."""
         rows: list[_Row] = []
         for prompt_ids, s in prompts:
             for j in range(s.n):
@@ -143,64 +215,146 @@ class HFBackend:
                 if s.temperature > 0:
                     seed = (s.seed + j) if s.seed is not None else self._seed_rng.getrandbits(63)
                     gen = torch.Generator().manual_seed(seed)
-                rows.append(_Row(len(rows), prompt_ids, s, gen))
-        self._decode(rows)
-        return [
-            Generation(
-                text=r.text,
-                token_ids=r.tokens,
-                prompt_tokens=len(r.prompt_ids),
-                completion_tokens=len(r.tokens),
-                finish_reason=r.finish_reason,
-                latency_s=r.t_end - r.t_start,
-                logprobs=r.logprobs if r.sampling.logprobs else None,
-                prompt_ids=r.prompt_ids,
+                ids = prompt_ids if isinstance(prompt_ids, list) else []
+                row = _Row(len(rows), ids, s, gen, max_tokens=s.max_tokens)
+                self._check(row, prompt_ids if isinstance(prompt_ids, str) else None)
+                rows.append(row)
+        with self._lock:
+            # prompts of similar lengths next to each other: prefill chunks carry little padding
+            for r in sorted((r for r in rows if r.text is None), key=lambda r: len(r.prompt_ids)):
+                r.queued_at = self._steps
+                self._waiting.append(r)
+        return Ticket(self, rows)
+
+    @property
+    def busy(self) -> bool:
+        """Rows are waiting or being decoded."""
+        return bool(self._waiting) or self._batch is not None
+
+    @property
+    def rows_in_flight(self) -> int:
+        """Rows being decoded plus rows waiting for a slot."""
+        return len(self._waiting) + (len(self._batch.rows) if self._batch is not None else 0)
+
+    def run_until(self, ticket: Ticket) -> None:
+        """Step the running decode until ``ticket``'s rows are finished (other rows advance too)."""
+        while not ticket.done:
+            self.step()
+
+    def _check(self, r: _Row, error: str | None) -> None:
+        """Refuse a row that cannot run (it finishes at once, with its reason) or clamp its length."""
+        n, ctx = len(r.prompt_ids), self.context_length
+        if error is None and n == 0:
+            error = "empty prompt: the request has no tokens to continue from"
+        elif error is None and ctx is not None and n >= ctx:
+            error = (
+                f"prompt of {n} tokens does not fit the model's context of {ctx} tokens: "
+                "shorten the prompt (fewer rounds, shorter peers' answers or few-shot examples)"
             )
-            for r in rows
-        ]
+        if error is not None:
+            r.error, r.finish_reason, r.text = error, "error", ""
+            r.t_start = r.t_end = time.perf_counter()
+        elif ctx is not None and n + r.max_tokens > ctx:
+            r.max_tokens = ctx - n
+            r.warning = (
+                f"max_tokens {r.sampling.max_tokens} clamped to {r.max_tokens}: "
+                f"the prompt's {n} tokens and the completion must fit the context of {ctx}"
+            )
+
+    def _generation(self, r: _Row) -> Generation:
+        return Generation(
+            text=r.text or "",
+            token_ids=r.tokens,
+            prompt_tokens=len(r.prompt_ids),
+            completion_tokens=len(r.tokens),
+            finish_reason=r.finish_reason,
+            latency_s=r.t_end - r.t_start,
+            logprobs=r.logprobs if r.sampling.logprobs else None,
+            prompt_ids=r.prompt_ids,
+            error=r.error,
+            warning=r.warning,
+        )
 
     # ---- the decode loop (continuous batching) ----
     @torch.inference_mode()
-    def _decode(self, rows: list[_Row]) -> None:
-        """Generate every row, keeping up to `max_batch_size` rows in the batch at once.
+    def step(self) -> None:
+        """One decode step of the running batch, after admitting waiting rows into free slots.
 
-        When rows finish, they leave the batch and the KV cache; when enough slots are free,
-        waiting rows are prefilled and merged in (their cache left-padded to the batch's width),
-        so one long completion never leaves the batch running at size 1 while others wait.
+        When rows finish, they leave the batch and the KV cache; waiting rows are prefilled and
+        merged in (their cache left-padded to the batch's width) when a quarter of the slots is
+        free, when they fill every free slot, or when the oldest has waited `max_wait_steps`
+        steps, so one long completion never leaves the batch running at size 1 while others
+        wait, and a trickle of new requests does not cost a merge per step.
         """
-        waiting = deque(sorted(rows, key=lambda r: len(r.prompt_ids)))  # similar lengths: little padding
-        batch: _Batch | None = None
-        refill_at = max(1, self.max_batch_size // 4)  # free slots that trigger a refill
-        while waiting or batch is not None:
-            free = self.max_batch_size - (len(batch.rows) if batch else 0)
-            if waiting and (batch is None or (free >= min(refill_at, len(waiting)) and batch.can_merge)):
-                for chunk in self._chunks([waiting.popleft() for _ in range(min(free, len(waiting)))]):
-                    new = self._prefill(chunk)
-                    batch = new if batch is None else batch.merge(new)
-            # ---- choose one token per row ----
-            tokens = self._choose(batch.logits.float(), batch.rows)
-            keep = []
-            for b, (r, tok) in enumerate(zip(batch.rows, tokens, strict=True)):
-                r.tokens.append(tok)
-                if tok in self.eos_ids:
-                    r.finish_reason = "stop"
-                elif r.sampling.stop and self._cut_at_stop(r):
-                    r.finish_reason = "stop"
-                elif len(r.tokens) >= r.sampling.max_tokens:
-                    r.finish_reason = "length"
-                else:
-                    keep.append(b)
-                    continue
-                r.t_end = time.perf_counter()
-            if not keep:
-                batch = None
+        with self._lock:
+            if self._batch is None and not self._waiting:
+                return
+            try:
+                self._step()
+            except BaseException as e:  # a failed forward (out of memory, Ctrl-C): no row is left half-done
+                for r in [*(self._batch.rows if self._batch else []), *self._in_prefill]:
+                    if r.text is None:
+                        r.error, r.finish_reason, r.text = (
+                            f"the decode step failed: {type(e).__name__}: {e}",
+                            "error",
+                            "",
+                        )
+                        r.t_end = time.perf_counter()
+                self._batch, self._in_prefill = None, []
+                raise
+
+    def _step(self) -> None:
+        """`step` without the lock and the failure handling."""
+        batch, waiting = self._batch, self._waiting
+        free = self.max_batch_size - (len(batch.rows) if batch else 0)
+        refill_at = max(1, self.max_batch_size // 4)
+        if (
+            waiting
+            and free > 0
+            and (
+                batch is None
+                or (
+                    batch.can_merge
+                    and (
+                        free >= min(refill_at, len(waiting))
+                        or self._steps - waiting[0].queued_at >= self.max_wait_steps
+                    )
+                )
+            )
+        ):
+            take = sorted(
+                (waiting.popleft() for _ in range(min(free, len(waiting)))), key=lambda r: len(r.prompt_ids)
+            )
+            self._in_prefill = take
+            for chunk in self._chunks(take):
+                new = self._prefill(chunk)
+                batch = self._batch = new if batch is None else batch.merge(new)
+            self._in_prefill = []
+        self._steps += 1
+        # ---- choose one token per row ----
+        tokens = self._choose(batch.logits.float(), batch.rows)
+        keep = []
+        for b, (r, tok) in enumerate(zip(batch.rows, tokens, strict=True)):
+            r.tokens.append(tok)
+            if tok in self.eos_ids:
+                r.finish_reason = "stop"
+            elif r.sampling.stop and self._cut_at_stop(r):
+                r.finish_reason = "stop"
+            elif len(r.tokens) >= r.max_tokens:
+                r.finish_reason = "length"
+            else:
+                keep.append(b)
                 continue
-            batch.select(keep)
-            # ---- one decode step for the rows still running ----
-            batch.step(self.model, torch.tensor([tokens[b] for b in keep], device=self.device))
-        for r in rows:
+            r.t_end = time.perf_counter()
             if r.text is None:
                 r.text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+        if not keep:
+            self._batch = None
+            return
+        batch.select(keep)
+        # ---- one decode step for the rows still running ----
+        batch.step(self.model, torch.tensor([tokens[b] for b in keep], device=self.device))
+        self._batch = batch
 
     def _chunks(self, rows: list[_Row]) -> list[list[_Row]]:
         """Split rows (sorted by prompt length) into prefill chunks of at most ``prefill_tokens``

@@ -342,6 +342,9 @@ class EpisodeContext:
             if gen.finish_reason == "error":  # a remote call that failed for good: counted, not fatal
                 self.event("generation_error", node=call.node, error=gen.error)
                 self.episode.meta["generation_errors"] = self.episode.meta.get("generation_errors", 0) + 1
+            if gen.warning:  # the request ran changed (e.g. max_tokens clamped to the context): counted
+                self.event("generation_warning", node=call.node, warning=gen.warning)
+                self.episode.meta["generation_warnings"] = self.episode.meta.get("generation_warnings", 0) + 1
             if gen.tool is not None:  # a tool worker (workbench/models/tools.py): what it ran, how it ended
                 self.event("tool_call", node=call.node, **gen.tool)
                 if gen.tool.get("status") != "ok":
