@@ -407,16 +407,23 @@ class HFBackend:
         the first token whose cumulative probability exceeds u (over the top-p nucleus in
         descending-probability order where top_p < 1, over the vocabulary order otherwise).
         """
-        temps = torch.tensor([r.sampling.temperature or 1.0 for r in rows], device=logits.device)
-        logp = torch.log_softmax(logits / temps.unsqueeze(1), dim=-1)  # (B, V)
         chosen = logits.argmax(dim=-1)
-        nucleus = [b for b, r in enumerate(rows) if r.sampling.temperature > 0 and r.sampling.top_p < 1.0]
-        plain = [b for b, r in enumerate(rows) if r.sampling.temperature > 0 and r.sampling.top_p >= 1.0]
+        # log-softmax only for the rows that sample or report log-probs (row-wise, so a row's values
+        # do not depend on its batch-mates); an all-greedy batch skips the full-vocabulary pass
+        need = [b for b, r in enumerate(rows) if r.sampling.temperature > 0 or r.sampling.logprobs]
+        if not need:
+            return chosen.tolist()
+        at = {b: i for i, b in enumerate(need)}  # batch row -> row of logp
+        need_idx = torch.tensor(need, device=logits.device)
+        temps = torch.tensor([rows[b].sampling.temperature or 1.0 for b in need], device=logits.device)
+        logp = torch.log_softmax(logits[need_idx] / temps.unsqueeze(1), dim=-1)  # (len(need), V)
+        nucleus = [b for b in need if rows[b].sampling.temperature > 0 and rows[b].sampling.top_p < 1.0]
+        plain = [b for b in need if rows[b].sampling.temperature > 0 and rows[b].sampling.top_p >= 1.0]
         for group in (plain, nucleus):
             if not group:
                 continue
             idx = torch.tensor(group, device=logits.device)
-            probs = logp[idx].exp()  # (S, V)
+            probs = logp[torch.tensor([at[b] for b in group], device=logits.device)].exp()  # (S, V)
             order = None
             if group is nucleus:
                 top_p = torch.tensor([rows[b].sampling.top_p for b in group], device=logits.device)
@@ -428,12 +435,12 @@ class HFBackend:
             k = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
             k = k.clamp(max=cdf.shape[1] - 1)
             chosen[idx] = (order.gather(1, k) if order is not None else k).squeeze(1)
-        want = [b for b, r in enumerate(rows) if r.sampling.logprobs]
+        want = [b for b in need if rows[b].sampling.logprobs]
         picked = chosen.tolist()
         if want:
-            lp = logp.gather(1, chosen.unsqueeze(1)).squeeze(1).tolist()
+            lp = logp.gather(1, chosen[need_idx].unsqueeze(1)).squeeze(1).tolist()
             for b in want:
-                rows[b].logprobs.append(lp[b])
+                rows[b].logprobs.append(lp[at[b]])
         return picked
 
     def _cut_at_stop(self, r: _Row) -> bool:
