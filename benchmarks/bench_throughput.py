@@ -20,7 +20,10 @@ children one after another, computes the ratios and writes one JSON file:
    together, in the protocol and in the raw run alike), measured two ways: (a) the fixed raw
    prompts at batch C (``raw`` above, greedy), (b) the protocol's own first backend call (its
    requests recorded during the protocol run, then sent again alone to a fresh engine).
-3. Peak RSS of every child (``ru_maxrss``; includes the model load) and its RSS after the load.
+3. Memory of every child: its peak RSS up to the timed part (model load, warm-up), its RSS
+   after them, and the peak RSS of the timed part alone (the kernel's mark reset when it began).
+
+The full run takes ~14 minutes on 2 CPU cores (leader alone ~5); ``--protocols`` picks a subset.
 
 Nothing here asserts a time. docs/foundation.md quotes the results.
 """
@@ -112,12 +115,14 @@ def _rss_mib() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-_WINDOW = {"open": False}  # whether the peak RSS was reset when the timed part began
+_WINDOW: dict = {"open": False, "load_peak_mib": None}  # the peak-RSS reset at the timed part's start
 
 
 def _start_timed_part() -> float:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux: clear_refs 5), so that VmHWM at
-    the end is the peak of the timed part alone; returns the start time."""
+    """Note the peak RSS so far (model load and warm-up), then reset the kernel's peak-RSS mark to
+    the current RSS (Linux: clear_refs 5), so that VmHWM at the end is the peak of the timed part
+    alone; returns the start time."""
+    _WINDOW["load_peak_mib"] = _peak_rss_mib()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         _WINDOW["open"] = True
@@ -351,7 +356,8 @@ def child(s: Settings, what: str, work: Path, out: Path) -> None:
 
     result |= {
         "measure": what,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": max(_peak_rss_mib(), _WINDOW["load_peak_mib"] or 0.0),
+        "peak_rss_load_mib": _WINDOW["load_peak_mib"],
         "peak_rss_timed_mib": _timed_peak_mib(),
         "child_s": round(time.perf_counter() - t0, 1),
         "torch_threads": torch.get_num_threads(),
@@ -454,13 +460,20 @@ def parent(s: Settings, out: str, work: Path, timeout_s: float) -> int:
         raw_by_batch[b] = ours
     c = s.concurrency
     proto_rows = []
+    replays: dict[str, tuple[str, dict]] = {}  # first-call file digest -> (protocol, its replay)
     for name in s.protocols:
         run = run_child(s, f"protocol:{name}", work, timeout_s)
-        replay = (
-            run_child(s, f"replay:{name}", work, timeout_s)
-            if "error" not in run
-            else {"measure": f"replay:{name}", "error": "not run: the protocol run failed"}
-        )
+        if "error" in run:
+            replay = {"measure": f"replay:{name}", "error": "not run: the protocol run failed"}
+        else:
+            # debate, maestro and leader open with the same requests (the question to 3 agents,
+            # same sampling and seeds): that replay is measured once and shared
+            key = hashlib.sha1(_first_call_file(work, name).read_bytes()).hexdigest()
+            if key in replays:
+                replay = {**replays[key][1], "same_requests_as": replays[key][0]}
+            else:
+                replay = run_child(s, f"replay:{name}", work, timeout_s)
+                replays[key] = (name, replay)
         errors += [r for r in (run, replay) if "error" in r]
         fixed = raw_by_batch[c]
         proto_rows.append(
@@ -494,7 +507,8 @@ def parent(s: Settings, out: str, work: Path, timeout_s: float) -> int:
             f"raw_fixed_prompts: the raw measurement at batch {c} (fixed prompts, greedy, "
             f"max_tokens={s.max_tokens}). raw_first_call: the requests of the protocol's first backend "
             "call (recorded during its run: same prompts, sampling and seeds) sent alone to a fresh "
-            f"engine with max_batch_size={c}."
+            f"engine with max_batch_size={c}; where two protocols' first calls are the same requests, it is "
+            "measured once (same_requests_as names the protocol whose replay is shown)."
         ),
     }
     results["raw"] = {
@@ -514,10 +528,11 @@ def parent(s: Settings, out: str, work: Path, timeout_s: float) -> int:
         "rows": proto_rows,
     }
     results["memory"] = (
-        "peak_rss_mib: ru_maxrss of the measurement's own child process (model load included: "
-        "the load's own peak is usually the larger); rss_after_load_mib: its RSS after loading and "
-        "warming up the model; peak_rss_timed_mib: the peak RSS of the timed part alone (the kernel's "
-        "high-water mark reset to the current RSS when it began, /proc/self/clear_refs)"
+        "each measurement runs in its own child process. peak_rss_load_mib: its peak RSS up to the "
+        "timed part (ru_maxrss: model load and warm-up); rss_after_load_mib: its RSS when the load "
+        "and warm-up are done; peak_rss_timed_mib: the peak RSS of the timed part alone (the kernel's "
+        "high-water mark reset to the current RSS when it began, /proc/self/clear_refs; null where "
+        "that is not possible); peak_rss_mib: the child's peak over both"
     )
     results["errors"] = [{"measure": r["measure"], "error": r["error"]} for r in errors]
     results["total_wall_s"] = round(time.perf_counter() - started, 1)

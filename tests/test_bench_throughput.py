@@ -65,14 +65,14 @@ def test_quick_run_writes_every_measurement(tmp_path):
     assert machine["torch"] and machine["transformers"]
     assert r["concurrency"]["max_batch_size"] == 4 and "max_batch_size=4" in r["concurrency"]["definition"]
 
-    memory = ("peak_rss_mib", "rss_after_load_mib", "peak_rss_timed_mib", "load_s")
+    memory = ("peak_rss_mib", "peak_rss_load_mib", "rss_after_load_mib", "peak_rss_timed_mib", "load_s")
     rows = r["raw"]["rows"]
     assert [row["batch"] for row in rows] == [1, 4]
     for row in rows:
         for side in (row["ours"], row["hf_generate"]):
             _positive(side, "tokens_per_s", "completion_tokens", "wall_s", *memory)
             assert side["completion_tokens"] <= 8 * row["batch"]
-            assert side["peak_rss_mib"] >= side["peak_rss_timed_mib"] > 0
+            assert side["peak_rss_mib"] >= max(side["peak_rss_timed_mib"], side["peak_rss_load_mib"])
         assert row["same_prompt_tokens"] is True  # the same chat prompts, tokenized the same way
         assert row["ours_over_hf"] > 0 and 0 <= row["identical_completions"] <= row["batch"]
         assert "digests" not in row["ours"]
@@ -86,6 +86,8 @@ def test_quick_run_writes_every_measurement(tmp_path):
         assert run["options"]["max_tokens"] == 8 and run["generations_per_query"] * 8 == run["generations"]
         _positive(replay, "tokens_per_s", "completion_tokens", *memory)
         assert replay["requests"] == run["first_call_requests"] <= run["generations"]
+        if "same_requests_as" in replay:  # measured once for an earlier protocol with the same first call
+            assert replay["same_requests_as"] in PROTOCOLS[: PROTOCOLS.index(row["protocol"])]
         assert row["raw_fixed_prompts"] == {
             "batch": 4,
             "tokens_per_s": r["raw"]["rows"][1]["ours"]["tokens_per_s"],
