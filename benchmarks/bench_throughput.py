@@ -13,7 +13,8 @@ children one after another, computes the ratios and writes one JSON file:
    ``model.generate`` of transformers on the same chat prompts, tokenized the same way, left
    padded, greedy, the same ``max_tokens``; completion tokens per second of wall time, at batch
    1, 16, 64 (quick: 1, 4). Greedy on both sides, so completions can be compared token by token
-   (``identical_completions``); bf16 sums depend on the batch shape, so a few may differ.
+   (``identical_completions``); bf16 sums depend on the batch shape, so a few may differ. Each
+   is timed ``--repeats`` times (default 3) in its child; the median is reported.
 2. ``protocols``: vote, debate, maestro and leader on arithmetic test items through
    ``run_episodes`` (all episodes in flight), completion tokens / wall. Next to each, the raw
    engine at the same concurrency C (= the backend's ``max_batch_size``: at most C rows decode
@@ -39,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -60,6 +62,7 @@ class Settings:
     items: int
     max_tokens: int
     protocols: tuple[str, ...]
+    repeats: int  # timed repeats of each raw measurement (the median is reported)
 
     @property
     def concurrency(self) -> int:
@@ -84,7 +87,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise SystemExit(
             f"--protocols: unknown {', '.join(unknown)}; choose from {', '.join(PROTOCOL_NAMES)}"
         )
-    for flag, value in (("--items", args.items), ("--max-tokens", args.max_tokens)):
+    for flag, value in (
+        ("--items", args.items),
+        ("--max-tokens", args.max_tokens),
+        ("--repeats", args.repeats),
+    ):
         if value is not None and value < 1:
             raise SystemExit(f"{flag} must be >= 1, got {value}")
     return Settings(
@@ -94,6 +101,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         items=args.items if args.items is not None else (8 if args.quick else 64),
         max_tokens=args.max_tokens if args.max_tokens is not None else (8 if args.quick else 128),
         protocols=protocols,
+        repeats=args.repeats if args.repeats is not None else (1 if args.quick else 3),
     )
 
 
@@ -154,6 +162,17 @@ def _rate(tokens: int, wall: float) -> float:
     return round(tokens / wall, 1) if wall > 0 else 0.0
 
 
+def _repeated(tokens: int, walls: list[float]) -> dict:
+    """The median of repeated timings (tokens per repeat the same), and every one of them."""
+    wall = statistics.median(walls)
+    return {
+        "repeats": len(walls),
+        "wall_s": round(wall, 3),
+        "tokens_per_s": _rate(tokens, wall),
+        "tokens_per_s_each": [_rate(tokens, w) for w in walls],
+    }
+
+
 def _load(s: Settings):
     """The backend, loaded and warmed up; returns it and what the load cost."""
     from workbench.models import Request, SamplingParams, load_backend
@@ -172,17 +191,18 @@ def measure_raw(s: Settings, batch: int) -> dict:
 
     backend, loaded = _load(s)
     reqs = [Request(m, SamplingParams(max_tokens=s.max_tokens)) for m in raw_prompts(batch)]
-    t0 = _start_timed_part()
-    gens = backend.generate(reqs)
-    wall = time.perf_counter() - t0
+    walls, t0 = [], _start_timed_part()
+    for _ in range(s.repeats):  # greedy: every repeat generates the same tokens
+        gens = backend.generate(reqs)
+        walls.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
     tokens = sum(g.completion_tokens for g in gens)
     return {
         **loaded,
         "batch": batch,
         "prompt_tokens": sum(g.prompt_tokens for g in gens),
         "completion_tokens": tokens,
-        "wall_s": round(wall, 3),
-        "tokens_per_s": _rate(tokens, wall),
+        **_repeated(tokens, walls),
         "finished_by_length": sum(g.finish_reason == "length" for g in gens),
         "digests": [_digest(list(g.token_ids)) for g in gens],
     }
@@ -225,9 +245,11 @@ def measure_hf(s: Settings, batch: int) -> dict:
 
     run([encode([{"role": "user", "content": "Hi"}])], 4)  # warm-up of this path too
     prompts = [encode(m) for m in raw_prompts(batch)]
-    t0 = _start_timed_part()
-    rows = run(prompts, s.max_tokens)
-    wall = time.perf_counter() - t0
+    walls, t0 = [], _start_timed_part()
+    for _ in range(s.repeats):
+        rows = run(prompts, s.max_tokens)
+        walls.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
     completions = []
     for row in rows:  # up to and including the first end-of-turn id, as our engine counts
         end = next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))
@@ -238,8 +260,7 @@ def measure_hf(s: Settings, batch: int) -> dict:
         "batch": batch,
         "prompt_tokens": sum(map(len, prompts)),
         "completion_tokens": tokens,
-        "wall_s": round(wall, 3),
-        "tokens_per_s": _rate(tokens, wall),
+        **_repeated(tokens, walls),
         "finished_by_length": sum(len(c) == s.max_tokens and c[-1] not in eos_ids for c in completions),
         "digests": [_digest(c) for c in completions],
     }
@@ -381,7 +402,9 @@ def run_child(s: Settings, what: str, work: Path, timeout_s: float) -> dict:
         str(out),
     ]
     cmd += ["--model", s.model, "--items", str(s.items), "--max-tokens", str(s.max_tokens)]
-    cmd += ["--protocols", ",".join(s.protocols)] + (["--quick"] if s.quick else [])
+    cmd += ["--protocols", ",".join(s.protocols), "--repeats", str(s.repeats)] + (
+        ["--quick"] if s.quick else []
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -515,6 +538,8 @@ def parent(s: Settings, out: str, work: Path, timeout_s: float) -> int:
         "prompts": "bench_generation.py's raw prompts: 'Explain step by step how to compute {7i+3} + {13i+5}.', "
         "as a chat user turn; the first `batch` of them",
         "sampling": f"greedy, max_tokens={s.max_tokens}",
+        "timing": f"{s.repeats} timed repeats in the same child after the warm-up; tokens_per_s is the "
+        "median, tokens_per_s_each every repeat (protocol runs and replays are timed once)",
         "ours": f"load_backend('{s.model}', max_batch_size={c}).generate(requests)",
         "hf_generate": "model.generate(input_ids, attention_mask, max_new_tokens, do_sample=False) on the same "
         "model object and token ids, left padded; completion = tokens up to and including the first end-of-turn id",
@@ -570,6 +595,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=None, help="arithmetic test items (default 64; quick 8)")
     ap.add_argument("--max-tokens", type=int, default=None, help="completion cap (default 128; quick 8)")
     ap.add_argument("--protocols", default=",".join(PROTOCOL_NAMES))
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats of each raw measurement (default 3; quick 1)"
+    )
     ap.add_argument("--child-timeout", type=float, default=900.0, help="seconds one measurement may take")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child's measurement
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)

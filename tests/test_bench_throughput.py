@@ -55,7 +55,7 @@ def test_refuses_bad_options_with_one_line(args, message, tmp_path):
 @pytest.mark.slow
 def test_quick_run_writes_every_measurement(tmp_path):
     out = tmp_path / "throughput.json"
-    proc = _run("--quick", "--out", str(out), timeout=600)
+    proc = _run("--quick", "--repeats", "2", "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["quick"] is True and r["errors"] == []
@@ -71,7 +71,8 @@ def test_quick_run_writes_every_measurement(tmp_path):
     for row in rows:
         for side in (row["ours"], row["hf_generate"]):
             _positive(side, "tokens_per_s", "completion_tokens", "wall_s", *memory)
-            assert side["completion_tokens"] <= 8 * row["batch"]
+            assert side["completion_tokens"] <= 8 * row["batch"] and side["repeats"] == 2
+            assert len(side["tokens_per_s_each"]) == 2 and min(side["tokens_per_s_each"]) > 0
             assert side["peak_rss_mib"] >= max(side["peak_rss_timed_mib"], side["peak_rss_load_mib"])
         assert row["same_prompt_tokens"] is True  # the same chat prompts, tokenized the same way
         assert row["ours_over_hf"] > 0 and 0 <= row["identical_completions"] <= row["batch"]
