@@ -24,7 +24,7 @@ children one after another, computes the ratios and writes one JSON file:
 3. Memory of every child: its peak RSS up to the timed part (model load, warm-up), its RSS
    after them, and the peak RSS of the timed part alone (the kernel's mark reset when it began).
 
-The full run takes ~14 minutes on 2 CPU cores (leader alone ~5); ``--protocols`` picks a subset.
+The full run takes ~16 minutes on 2 CPU cores (leader alone ~5); ``--protocols`` picks a subset.
 
 Nothing here asserts a time. docs/foundation.md quotes the results.
 """
