@@ -267,16 +267,27 @@ def measure_hf(s: Settings, batch: int) -> dict:
 
 
 class FirstCallRecorder:
-    """Passes every call to the backend; keeps the requests of the first ``generate`` call."""
+    """Passes every call to the backend; keeps the requests of the first call: the first
+    ``generate``, or on a streaming backend the first admission into its running decode (``open``:
+    the scheduler admits what every episode queued before its first turn, as it did in one call)."""
 
     def __init__(self, inner):
         self.inner, self.name = inner, inner.name
         self.first: list | None = None
+        self._turn: int | None = None  # the backend's step count at the first open()
 
     def generate(self, requests):
         if self.first is None:
             self.first = list(requests)
         return self.inner.generate(requests)
+
+    def open(self, requests):
+        steps = self.inner._steps  # decode steps so far: unchanged during the scheduler's first turn
+        if self.first is None:
+            self.first, self._turn = [], steps
+        if steps == self._turn:
+            self.first += list(requests)
+        return self.inner.open(requests)
 
     def __getattr__(self, attr):
         return getattr(self.inner, attr)
