@@ -31,6 +31,7 @@ from workbench.run_config import (  # the config types live in workbench/run_con
 from workbench.runs import RunWriter, Terminated, default_root, manifest, new_run_dir, summarize
 from workbench.scheduler import BatchScheduler, run_all, run_sync
 from workbench.tasks import TaskSet, load_tasks
+from workbench.tasks.verify import verify_workers
 
 __all__ = [
     "EvalConfig",
@@ -80,6 +81,7 @@ def run_episodes(
     missing = [b for b in team.backends if b not in backends]
     if missing:
         raise ConfigError(f"no backend for model(s) {', '.join(missing)} (have: {', '.join(backends)})")
+    verify_workers()  # a bad $WORKBENCH_VERIFY_WORKERS is one ConfigError here, not one per episode
     scheduler = BatchScheduler(backends)
     episodes: list[Episode] = []
     errors: list[dict[str, str]] = []
@@ -138,7 +140,9 @@ def load_models(cfg, given: Backend | dict[str, Backend] | None = None) -> dict[
 
 
 def prepare(cfg: EvalConfig) -> TaskSet:
-    """Everything that can fail on user input, before any file is written: the tasks load."""
+    """Everything that can fail on user input, before any file is written: the tasks load (and
+    the verifier pool's size, ``$WORKBENCH_VERIFY_WORKERS``, is valid)."""
+    verify_workers()
     return load_tasks(cfg.task)
 
 

@@ -7,13 +7,21 @@ graph edges and usage, so protocols cannot forget to record anything and never t
 files themselves. A protocol whose rounds pool candidates for a synthesis says so with
 ``ctx.record_pool(round, candidates, agents, synthesis, rule)`` (episode schema 2: the analyses and
 the viewer read pools from there, never from node names), and ``finish`` gives every message that
-carries an answer the task verifier's verdict (``Message.correct``; ``ctx.verdict`` during the run,
-cached per answer).
+carries an answer the task verifier's verdict (``Message.correct``; ``await ctx.verdicts(answers)``
+during the run, cached per answer).
+
+Slow checks (code in the sandbox, math-verify) never block the event loop: under `play`, ``finish``
+only records the answer and `play` then awaits the verdicts, which run on the verifier pool
+(`workbench.tasks.verify.verifier_pool`) with the episode's verification budget, while the other
+episodes keep queueing generations. The checks, their order, the verdicts and the events are the
+same as inline (``finish`` outside `play`, e.g. a training sample turned into an episode, scores
+at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -24,7 +32,14 @@ from workbench.models.base import Generation, Request, SamplingParams
 from workbench.prompts import chat_messages
 from workbench.scheduler import BatchScheduler
 from workbench.tasks import Task
-from workbench.tasks.verify import safe_check, safe_extract, start_episode_budget
+from workbench.tasks.verify import (
+    VERIFIERS,
+    safe_check,
+    safe_check_all,
+    safe_extract,
+    start_episode_budget,
+    verifier_pool,
+)
 
 TASK_NODE, ANSWER_NODE = "task", "answer"
 
@@ -186,6 +201,9 @@ class EpisodeContext:
         self.budget = budget or Budget()
         self.provisional: str | None = None  # the answer the episode ends with if the budget runs out
         self.finished = False
+        self.defer_scoring = False  # set by `play`: finish records, `score` (awaited there) checks
+        self._final: tuple[str | None, dict] | None = None  # what finish was given: answer, meta
+        self._checking = asyncio.Lock()  # one episode's checks run one after another, as inline
         self._t0 = time.perf_counter()
         self._ncalls = 0
         self.episode = Episode(
@@ -257,7 +275,10 @@ class EpisodeContext:
 
     def verdict(self, answer: str | None) -> bool:
         """The task verifier's verdict on ``answer`` (False for None), cached per answer; a verifier
-        that fails is recorded as a ``verifier_error`` event and counts the answer wrong."""
+        that fails is recorded as a ``verifier_error`` event and counts the answer wrong.
+
+        This runs the check here and now, on the event loop when called from a protocol: protocols
+        use ``await ctx.verdicts(...)``, which sends slow checks to the verifier pool."""
         if answer is None:
             return False
         if answer not in self._verdicts:
@@ -266,6 +287,29 @@ class EpisodeContext:
                 self.verifier_error("check", error)
             self._verdicts[answer] = ok
         return self._verdicts[answer]
+
+    async def verdicts(self, answers: list[str | None]) -> list[bool]:
+        """``[ctx.verdict(a) for a in answers]``, with the checks of a slow verifier kind on the
+        verifier pool while other episodes run: the same checks in the same order, the same
+        verdicts, cache and ``verifier_error`` events."""
+        async with self._checking:
+            todo = list(dict.fromkeys(a for a in answers if a is not None and a not in self._verdicts))
+            for answer, (ok, error) in zip(todo, await self._checked(todo), strict=True):
+                if error is not None:
+                    self.verifier_error("check", error)
+                self._verdicts[answer] = ok
+        return [False if a is None else self._verdicts[a] for a in answers]
+
+    async def _checked(self, answers: list[str]) -> list[tuple[bool, str | None]]:
+        """`safe_check` of each answer, in order, charged to this episode's verification budget: on
+        the verifier pool for a slow verifier kind (code, math), here for the cheap ones."""
+        pool = verifier_pool() if answers and VERIFIERS[self.task.verifier].slow else None
+        if pool is None:
+            return safe_check_all(self.task, answers)
+        # the budget is a context variable of this episode's task: a worker thread runs in a copy of
+        # that context, which holds the same budget object, so what the check spends is spent here
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(pool, run, safe_check_all, self.task, answers)
 
     def known_verdict(self, answer: str, correct: bool) -> None:
         """Seed the verdict cache with a verdict the same verifier gave before (a pooled answer)."""
@@ -372,28 +416,83 @@ class EpisodeContext:
 
     # ---- the end ----
     def finish(self, answer: str | None, **meta) -> Episode:
-        """Set the final answer (None = no parseable answer: a format failure) and score it."""
-        ep = self.episode
+        """Set the final answer (None = no parseable answer: a format failure) and score it.
+
+        Under `play` (``defer_scoring``) this only records ``answer`` and ``meta``; `play` then
+        awaits `score`, which runs the checks off the event loop. Elsewhere it scores at once."""
         if self.finished:
             raise RuntimeError("finish() called twice for one episode")
         self.finished = True
+        self._final = (answer, meta)
+        if self.defer_scoring:
+            return self.episode
+        plan = self._finish_plan()
+        return self._score(plan, safe_check_all(self.task, plan))
+
+    async def score(self) -> Episode:
+        """Score the episode that `finish` recorded (under `play`): its checks run as
+        `_checked` runs them, then verdicts, pools and events are filled in as `finish` does."""
+        if self._final is None:
+            raise RuntimeError("score() before finish()")
+        async with self._checking:
+            plan = self._finish_plan()
+            return self._score(plan, await self._checked(plan))
+
+    def _pool_answer(self, entry: dict, synthesis: Message | None) -> str | None:
+        if entry["answer"] is None and synthesis is not None:
+            return synthesis.extracted
+        return entry["answer"]
+
+    def _finish_plan(self) -> list[str]:
+        """The checks scoring runs, in the order it runs them: the final answer (always checked,
+        even when an earlier verdict on it is cached), then each answer of a message and of a pool
+        synthesis not yet judged, first occurrence first."""
+        answer = self._final[0]
+        plan = [] if answer is None else [answer]
+        seen = set(self._verdicts) | set(plan)
+        later = [m.extracted for m in self.episode.messages]
+        later += [self._pool_answer(e, s) for e, _, s in self._pools if e["rule"] is not None]
+        for a in later:
+            if a is not None and a not in seen:
+                seen.add(a)
+                plan.append(a)
+        return plan
+
+    def _score(self, plan: list[str], outcomes: list[tuple[bool, str | None]]) -> Episode:
+        """Fill in verdicts, reward, pools and the closing events from ``outcomes`` (`safe_check`
+        of each answer of ``plan``, in order), exactly as checking each answer here would."""
+        ep = self.episode
+        answer, meta = self._final
+        pending = iter(zip(plan, outcomes, strict=True))
+
+        def take(a: str) -> bool:  # the outcome of the next planned check, which is for ``a``
+            planned, (ok, error) = next(pending)
+            if planned != a:
+                raise RuntimeError(f"scoring checked {planned!r} where {a!r} was due")
+            if error is not None:
+                self.verifier_error("check", error)
+            return ok
+
+        def verdict(a: str | None) -> bool:
+            if a is None:
+                return False
+            if a not in self._verdicts:
+                self._verdicts[a] = take(a)
+            return self._verdicts[a]
+
         ep.final_answer = answer
         ep.format_failure = answer is None
         ep.correct = False
         if answer is not None:
-            ep.correct, error = safe_check(self.task, answer)
-            if error is not None:
-                self.verifier_error("check", error)
+            ep.correct = take(answer)
         ep.reward = 1.0 if ep.correct else 0.0
         if answer is not None:
             self._verdicts.setdefault(answer, ep.correct)
         for m in ep.messages:  # every answer carries the task verifier's verdict (schema 2)
-            m.correct = None if m.extracted is None else self.verdict(m.extracted)
+            m.correct = None if m.extracted is None else verdict(m.extracted)
         ep.pools = []
         for entry, candidates, synthesis in self._pools:
-            synth_answer = entry["answer"]
-            if synth_answer is None and synthesis is not None:
-                synth_answer = synthesis.extracted
+            synth_answer = self._pool_answer(entry, synthesis)
             ep.pools.append(
                 {
                     "round": entry["round"],
@@ -402,10 +501,12 @@ class EpisodeContext:
                     "synthesis": None if synthesis is None else synthesis.id,
                     "rule": entry["rule"],
                     "answer": synth_answer,
-                    "correct": None if entry["rule"] is None else self.verdict(synth_answer),
+                    "correct": None if entry["rule"] is None else verdict(synth_answer),
                     "meta": entry["meta"],
                 }
             )
+        if next(pending, None) is not None:
+            raise RuntimeError("scoring ran a check that no verdict used")
         ep.meta.update(meta)
         ep.usage.wall_s = round(time.perf_counter() - self._t0, 4)
         if self.budget.max_tokens is not None:
@@ -418,8 +519,10 @@ class EpisodeContext:
 
 async def play(run, task: Task, team: Team, cfg, ctx: EpisodeContext) -> Episode:
     """Run one protocol episode; a budget stop ends it with the protocol's provisional answer.
-    Its verifications share one time budget (``verify.EPISODE_BUDGET_S``; this is the episode's task)."""
+    Its verifications share one time budget (``verify.EPISODE_BUDGET_S``; this is the episode's task)
+    and its final scoring is awaited here, off the event loop for slow verifiers."""
     start_episode_budget()
+    ctx.defer_scoring = True
     try:
         await run(task, team, cfg, ctx)
     except BudgetExhausted as e:
@@ -427,7 +530,7 @@ async def play(run, task: Task, team: Team, cfg, ctx: EpisodeContext) -> Episode
             ctx.finish(ctx.provisional, budget_exhausted=True, budget_reason=str(e))
     if not ctx.finished:
         raise RuntimeError(f"protocol '{ctx.episode.protocol}' returned without calling ctx.finish()")
-    return ctx.episode
+    return await ctx.score()
 
 
 def member_fields(cfg) -> dict[str, tuple[str, ...]]:

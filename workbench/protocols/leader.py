@@ -156,7 +156,7 @@ async def run(task: Task, team: Team, cfg: LeaderConfig, ctx: EpisodeContext) ->
             "round_summary",
             round=t,
             peer_answers=[m.extracted for m in prev_peers] if peers else [],
-            peer_correct=[ctx.verdict(m.extracted) for m in prev_peers] if peers else [],
+            peer_correct=(await ctx.verdicts([m.extracted for m in prev_peers])) if peers else [],
             leader_answer=prev_lead.extracted,
             leader_tagged=ok,
         )

@@ -192,7 +192,7 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
         slate = await ctx.ask(calls)
         m = len(slate)
         answers = [c.extracted for c in slate]
-        correct = [ctx.verdict(a) for a in answers]  # the task verifier's, cached per answer
+        correct = await ctx.verdicts(answers)  # the task verifier's, cached per answer (off the loop)
         # ---- converge ----
         last = r == cfg.rounds
         receivers = (
@@ -242,7 +242,7 @@ async def run(task: Task, team: Team, cfg: MaestroConfig, ctx: EpisodeContext) -
                 synthesis = outs[0]
             else:
                 endorsed = synthesis = next(o for o in outs if o.extracted == winner)
-            pick_correct = ctx.verdict(winner) if winner is not None else False
+            pick_correct = (await ctx.verdicts([winner]))[0]  # False for no winner
         ctx.propose(endorsed.extracted if endorsed is not None else None)
         record = {
             "round": r,

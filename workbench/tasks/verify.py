@@ -19,6 +19,12 @@ Total and bounded on any input (a model's output is data, never a reason to cras
   episode records a ``verifier_error`` event and counts the answer wrong (workbench/protocols/base.py);
 * math-verify runs in a helper process with a hard deadline (``MATH_TIMEOUT_S``), which also stops
   C code that a SIGALRM cannot interrupt, from any thread.
+
+Slow checks run off the event loop: a verifier kind marked ``slow`` (code: the sandbox; math: the
+math-verify helper) has its checks run by an episode on `verifier_pool()`, a thread pool of
+``VERIFY_WORKERS`` threads (``$WORKBENCH_VERIFY_WORKERS`` overrides it; 0 runs them on the loop as
+before), while the other episodes keep generating (workbench/protocols/base.py). The episode's
+verification budget goes with each check to the worker thread (`contextvars.copy_context`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,6 +56,9 @@ MATH_STEP_TIMEOUT_S = 5  # math-verify's own alarm per parse and per comparison 
 MATH_TIMEOUT_S = 20.0  # hard deadline of one math comparison in the helper process
 MATH_MEMORY_BYTES = 4 << 30  # address-space cap of the helper process
 EPISODE_BUDGET_S = 60.0  # verification time one episode may spend, all its extractions and checks together
+# checks of slow verifier kinds that run at once, on worker threads (0: on the event loop, one at a time)
+VERIFY_WORKERS = min(4, os.cpu_count() or 1)
+VERIFY_WORKERS_MAX = 64
 
 _LIMIT = 10**MAX_DIGITS
 
@@ -523,10 +533,13 @@ def math_equal(predicted: str | None, gold: str) -> bool:
 class Verifier:
     """A verifier kind: ``extract(text, task)`` -> normalised answer or None (format failure);
     ``check(extracted, task)`` -> correct? Both pure; they may read ``task.answer`` and ``task.meta``
-    (e.g. the options of a multiple-choice item)."""
+    (e.g. the options of a multiple-choice item). ``slow``: a check may take long (it waits on a
+    subprocess), so episodes run it on `verifier_pool()` instead of the event loop; the cheap kinds
+    stay inline, where a check costs less than the hop to a thread."""
 
     extract: Callable[[str, Any], str | None]
     check: Callable[[str | None, Any], bool]
+    slow: bool = False
 
 
 # verifier kind -> Verifier; Task.verifier names one of these.
@@ -544,9 +557,11 @@ VERIFIERS: dict[str, Verifier] = {
         lambda x, task: x is not None and x == normalise_exact(task.answer, task.meta.get("format", "text")),
     ),
     # gold: a LaTeX answer (MATH's `answer` field); compared symbolically by math-verify
-    "math": Verifier(lambda text, task: extract_math(text), lambda x, task: math_equal(x, task.answer)),
+    "math": Verifier(
+        lambda text, task: extract_math(text), lambda x, task: math_equal(x, task.answer), slow=True
+    ),
     # the reply's program, run against task.meta's tests in the sandbox (workbench/tasks/code.py)
-    "code": Verifier(extract_code, check_code),
+    "code": Verifier(extract_code, check_code, slow=True),
 }
 
 
@@ -570,9 +585,10 @@ def _user_error(e: Exception) -> bool:
 _BUDGET: ContextVar[list[float] | None] = ContextVar("workbench_verification_budget", default=None)
 
 
-def start_episode_budget(seconds: float = EPISODE_BUDGET_S) -> None:
-    """Give the current context (one episode's asyncio task) ``seconds`` of verification time."""
-    _BUDGET.set([seconds])
+def start_episode_budget(seconds: float | None = None) -> None:
+    """Give the current context (one episode's asyncio task) ``seconds`` of verification time
+    (default: ``EPISODE_BUDGET_S`` as it is now)."""
+    _BUDGET.set([EPISODE_BUDGET_S if seconds is None else seconds])
 
 
 def budget_left() -> float:
@@ -616,3 +632,55 @@ def safe_check(task: Any, extracted: str | None) -> tuple[bool, str | None]:
         if _user_error(e):
             raise
         return False, _describe(e)
+
+
+def safe_check_all(task: Any, answers: list[str]) -> list[tuple[bool, str | None]]:
+    """`safe_check` of each answer, one after another, in order (what a worker of the pool runs for
+    one episode: its checks stay sequential, so its budget is spent in the same order as inline)."""
+    return [safe_check(task, a) for a in answers]
+
+
+# ---- the verifier pool: slow checks off the event loop ----
+
+
+def verify_workers() -> int:
+    """The verifier pool's size: ``$WORKBENCH_VERIFY_WORKERS`` when set, else ``VERIFY_WORKERS``
+    (default min(4, CPU cores)); 0 runs slow checks on the event loop, one at a time."""
+    raw = os.environ.get("WORKBENCH_VERIFY_WORKERS", "").strip()
+    if not raw:
+        value: object = VERIFY_WORKERS
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = raw
+    if not isinstance(value, int) or not 0 <= value <= VERIFY_WORKERS_MAX:
+        from workbench.config import ConfigError
+
+        where = f"WORKBENCH_VERIFY_WORKERS={raw!r}" if raw else f"verify.VERIFY_WORKERS={value!r}"
+        raise ConfigError(
+            f"{where}: the verifier pool's size must be an integer 0..{VERIFY_WORKERS_MAX} "
+            "(0: checks run on the event loop); unset it for the default min(4, CPU cores)"
+        )
+    return value
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
+
+
+def verifier_pool() -> ThreadPoolExecutor | None:
+    """The process's pool for slow checks (None when `verify_workers()` is 0). Threads suffice:
+    a slow check waits on a subprocess (the sandbox, math-verify's helper) without holding the GIL.
+    A forked child, or a changed size, gets a new pool."""
+    global _POOL
+    workers = verify_workers()
+    if workers == 0:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] != workers:
+            if _POOL is not None and _POOL[0] == os.getpid():
+                _POOL[2].shutdown(wait=False)  # its running checks finish; new ones go to the new pool
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="workbench-verify")
+            _POOL = (os.getpid(), workers, pool)
+        return _POOL[2]
