@@ -384,3 +384,42 @@ def test_the_pool_size_comes_from_the_environment_or_the_default(monkeypatch):
 def test_only_subprocess_verifiers_are_slow():
     """The cheap kinds stay on the loop: a check costs <= 5 us there, the hop to a thread 130-180 us."""
     assert {kind for kind, v in VERIFIERS.items() if v.slow} == {"code", "math"}
+
+
+@pytest.mark.timeout(120)
+def test_the_driver_sleeps_instead_of_polling_while_only_checks_run(monkeypatch):
+    """A task parked on the verifier pool counts as settled, and with nothing queued the driver
+    waits for the check (scheduler.external / idle) instead of spinning settle's idle turns."""
+    monkeypatch.setenv("WORKBENCH_VERIFY_WORKERS", "2")
+    release = threading.Event()
+
+    def blocking_check(answer, task):
+        return release.wait(60)
+
+    monkeypatch.setitem(
+        VERIFIERS, "blocking", Verifier(lambda text, task: text.strip(), blocking_check, slow=True)
+    )
+    sched = BatchScheduler({"default": ScriptedBackend("Answer: 7")})
+    settles = []
+    real_settle = sched.settle
+
+    async def counted(live):
+        settles.append(1)
+        if len(settles) == 1:  # the check will end 0.2 s from now, long after the episode parks on it
+            threading.Timer(0.2, release.set).start()
+        return await real_settle(live)
+
+    sched.settle = counted
+    task = Task("slow", "q", "Answer: 7", "blocking", {})
+    out = []
+
+    async def one(task, team, cfg, ctx):
+        (msg,) = await ctx.ask([Call(Agent("agent"), [{"role": "user", "content": "q"}], "agent")])
+        ctx.finish(msg.extracted)
+
+    async def go():
+        return await play(one, task, Team(), None, EpisodeContext(task, "one", sched))
+
+    asyncio.run(run_all([go], sched, 1, lambda i, r, e: out.append((r, e))))
+    assert out[0][1] is None and out[0][0].correct
+    assert len(settles) <= 6  # polling would take one settle per ~1000 idle turns for 0.2 s

@@ -88,6 +88,26 @@ class BatchScheduler:
     async def submit(self, backend: str, requests: list[Request]) -> list[Generation]:
         return await self.enqueue(backend, requests)
 
+    async def external(self, work: Awaitable[Any]) -> Any:
+        """Await ``work`` done outside the event loop (a check on the verifier pool) with the
+        calling task counted as parked: the driver does not wait for it before moving the model
+        work forward, and when nothing else can run it sleeps until some parked work is done
+        instead of polling."""
+        fut = asyncio.ensure_future(work)
+        owner = asyncio.current_task()
+        self.parked[owner] = fut
+        try:
+            return await fut
+        finally:
+            self.parked.pop(owner, None)
+
+    async def idle(self, live: set[asyncio.Task]) -> None:
+        """Nothing queued and nothing decoding: sleep until a parked task's outside work is done
+        (or any live task ends)."""
+        futs = {f for t, f in self.parked.items() if t in live and not f.done()}
+        if futs:
+            await asyncio.wait(futs | {t for t in live if not t.done()}, return_when=asyncio.FIRST_COMPLETED)
+
     def flush(self) -> None:
         """Move the model work forward once: a streaming backend admits what is queued and takes
         one decode step; any other backend gets everything queued in one generate() call."""
@@ -165,16 +185,16 @@ class BatchScheduler:
     async def settle(self, live: set[asyncio.Task]) -> None:
         """Yield until every live task is done or waiting on this scheduler.
 
-        A task awaiting something else (a timer, an HTTP call, a verifier on a worker thread) is
-        given time to progress; after a bounded number of idle turns the driver moves on so
-        nothing can hang here. While a streaming backend has rows in flight, the driver moves on
+        A task parked on outside work (`external`) counts as settled. A task awaiting anything else
+        (a timer, an HTTP call) is given time to progress; after a bounded number of idle turns
+        the driver moves on so nothing can hang here. While a streaming backend has rows in flight, the driver moves on
         as soon as a few turns change nothing: the decode must not wait for a slow verifier.
         """
         in_flight = any(self.inflight.values())
         last, unchanged = -1, 0
         for _ in range(1000):
             await asyncio.sleep(0)
-            settled = sum(1 for t in live if t.done() or self.waiting.get(t, 0) > 0)
+            settled = sum(1 for t in live if t.done() or self.waiting.get(t, 0) > 0 or t in self.parked)
             if settled == len(live):
                 return
             unchanged = unchanged + 1 if settled == last else 0
@@ -220,3 +240,5 @@ async def run_all(
                 on_done(i, None if err else task.result(), err)
         if scheduler.has_work():
             scheduler.flush()
+        elif live:
+            await scheduler.idle(set(live))

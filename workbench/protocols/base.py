@@ -309,7 +309,10 @@ class EpisodeContext:
         # the budget is a context variable of this episode's task: a worker thread runs in a copy of
         # that context, which holds the same budget object, so what the check spends is spent here
         run = contextvars.copy_context().run
-        return await asyncio.get_running_loop().run_in_executor(pool, run, safe_check_all, self.task, answers)
+        work = asyncio.get_running_loop().run_in_executor(pool, run, safe_check_all, self.task, answers)
+        if self.scheduler is None:
+            return await work
+        return await self.scheduler.external(work)  # the driver neither waits for it nor polls it
 
     def known_verdict(self, answer: str, correct: bool) -> None:
         """Seed the verdict cache with a verdict the same verifier gave before (a pooled answer)."""
