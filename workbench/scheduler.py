@@ -59,9 +59,9 @@ class BatchScheduler:
         self.backends = backends
         self.queue: dict[str, list[_Pending]] = defaultdict(list)
         self.waiting: dict[asyncio.Task, int] = defaultdict(int)  # live task -> unresolved submits
-        self.inflight: dict[str, list[tuple[_Pending, Any]]] = defaultdict(
-            list
-        )  # streaming: (pending, ticket)
+        # streaming backends: the request groups admitted into their running decode, with tickets
+        self.inflight: dict[str, list[tuple[_Pending, Any]]] = defaultdict(list)
+        self.parked: dict[asyncio.Task, asyncio.Future] = {}  # task -> the outside work it awaits
         self.stats = BatchStats()
 
     def enqueue(self, backend: str, requests: list[Request]) -> asyncio.Future:

@@ -281,10 +281,9 @@ class HFBackend:
         """One decode step of the running batch, after admitting waiting rows into free slots.
 
         When rows finish, they leave the batch and the KV cache; waiting rows are prefilled and
-        merged in (their cache left-padded to the batch's width) when a quarter of the slots is
-        free, when they fill every free slot, or when the oldest has waited `max_wait_steps`
-        steps, so one long completion never leaves the batch running at size 1 while others
-        wait, and a trickle of new requests does not cost a merge per step.
+        merged in (their cache left-padded to the batch's width) in chunks (`_admit_now`), so one
+        long completion never leaves the batch running at size 1 while others wait, and a trickle
+        of new requests does not cost a merge per step.
         """
         with self._lock:
             if self._batch is None and not self._waiting:
@@ -307,21 +306,7 @@ class HFBackend:
         """`step` without the lock and the failure handling."""
         batch, waiting = self._batch, self._waiting
         free = self.max_batch_size - (len(batch.rows) if batch else 0)
-        refill_at = max(1, self.max_batch_size // 4)
-        if (
-            waiting
-            and free > 0
-            and (
-                batch is None
-                or (
-                    batch.can_merge
-                    and (
-                        free >= min(refill_at, len(waiting))
-                        or self._steps - waiting[0].queued_at >= self.max_wait_steps
-                    )
-                )
-            )
-        ):
+        if waiting and free > 0 and self._admit_now(batch, free):
             take = sorted(
                 (waiting.popleft() for _ in range(min(free, len(waiting)))), key=lambda r: len(r.prompt_ids)
             )
@@ -355,6 +340,22 @@ class HFBackend:
         # ---- one decode step for the rows still running ----
         batch.step(self.model, torch.tensor([tokens[b] for b in keep], device=self.device))
         self._batch = batch
+
+    def _admit_now(self, batch: _Batch | None, free: int) -> bool:
+        """Whether to prefill waiting rows into the ``free`` slots now. A merge copies the whole
+        KV cache, so rows join in chunks: at least a quarter of the batch at once; fewer only when
+        every waiting row fits and it has waited `max_wait_steps` for companions (or the batch is
+        small, when a step costs little more for more rows)."""
+        waiting = self._waiting
+        if batch is None:
+            return True
+        if not batch.can_merge:
+            return False
+        refill_at = max(1, self.max_batch_size // 4)
+        if min(free, len(waiting)) >= refill_at:
+            return True
+        aged = self._steps - waiting[0].queued_at >= self.max_wait_steps
+        return len(waiting) <= free and (aged or len(batch.rows) < refill_at)
 
     def _chunks(self, rows: list[_Row]) -> list[list[_Row]]:
         """Split rows (sorted by prompt length) into prefill chunks of at most ``prefill_tokens``
