@@ -144,7 +144,7 @@ class _Batch:
 class HFBackend:
     """A causal LM (optionally with a `peft` adapter) answering chat requests in batches."""
 
-    #: steps a waiting row may wait for companions before it is prefilled alone (see `step`)
+    #: steps a few waiting rows may wait for companions before they are prefilled anyway (`_admit_now`)
     max_wait_steps = 8
 
     def __init__(self, model, tokenizer, name: str, max_batch_size: int = 32):
