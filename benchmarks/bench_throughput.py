@@ -297,9 +297,21 @@ def _first_call_file(work: Path, name: str) -> Path:
     return work / f"{name}.first_call.json"
 
 
-def measure_protocol(s: Settings, name: str, work: Path) -> dict:
+class GenerateOnly:
+    """The backend seen through ``generate`` only: the scheduler then sends each turn's queued
+    requests in one call and resolves them when it returns (phase by phase, the path every
+    backend took before the transformers backend streamed)."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    def generate(self, requests):
+        return self.inner.generate(requests)
+
+
+def measure_protocol(s: Settings, name: str, work: Path, phased: bool = False) -> dict:
     """One protocol over the items with every episode in flight; its first call's requests are
-    saved for ``measure_replay``."""
+    saved for ``measure_replay``. ``phased``: through `GenerateOnly` (no streaming)."""
     from workbench.evaluate import ProtocolConfig, run_episodes
     from workbench.protocols import PROTOCOLS
     from workbench.tasks import TaskConfig, load_tasks
@@ -308,8 +320,9 @@ def measure_protocol(s: Settings, name: str, work: Path) -> dict:
     tasks = load_tasks(TaskConfig.from_flat({"name": "arithmetic", "split": "test", "limit": s.items}))
     protocol = ProtocolConfig(name, s.protocol_options(name))
     recorder = FirstCallRecorder(backend)
+    target = GenerateOnly(recorder) if phased else recorder
     t0 = _start_timed_part()
-    episodes, errors, stats = run_episodes(tasks, protocol, recorder, seed=0, max_in_flight=MAX_IN_FLIGHT)
+    episodes, errors, stats = run_episodes(tasks, protocol, target, seed=0, max_in_flight=MAX_IN_FLIGHT)
     wall = time.perf_counter() - t0
     tokens = sum(e.usage.completion_tokens for e in episodes)
     first = recorder.first or []
@@ -377,7 +390,8 @@ def child(s: Settings, what: str, work: Path, out: Path) -> None:
     elif kind == "hf":
         result = measure_hf(s, int(arg))
     elif kind == "protocol":
-        result = measure_protocol(s, arg, work)
+        name, _, variant = arg.partition(":")
+        result = measure_protocol(s, name, work, phased=variant == "phased")
     elif kind == "replay":
         result = measure_replay(s, arg, work)
     else:
@@ -598,6 +612,60 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def parent_streaming_ab(s: Settings, out: str, work: Path, timeout_s: float) -> int:
+    """Each protocol streamed (the scheduler admits requests into the running decode) and phased
+    (`GenerateOnly`: one generate call per scheduler turn), one after the other, same engine,
+    same items and seeds: what streaming alone changes, measured in one run."""
+    results: dict = {
+        "benchmark": "throughput_streaming_ab",
+        "command": " ".join(["python", "benchmarks/bench_throughput.py", *sys.argv[1:]]),
+        "timestamp_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git_info(),
+        "model": s.model,
+        "items": s.items,
+        "max_batch_size": s.concurrency,
+        "max_in_flight": MAX_IN_FLIGHT,
+        "order": "for each protocol: phased, then streamed (each in its own child process)",
+        "rows": [],
+    }
+    failed = False
+    keep = (
+        "wall_s",
+        "tokens_per_s",
+        "completion_tokens",
+        "generations",
+        "accuracy",
+        "backend_calls",
+        "mean_batch_size",
+        "decode_steps",
+        "mean_rows_per_step",
+        "peak_rss_timed_mib",
+        "errors",
+    )
+    for name in s.protocols:
+        phased = run_child(s, f"protocol:{name}:phased", work, timeout_s)
+        streamed = run_child(s, f"protocol:{name}", work, timeout_s)
+        failed |= "error" in phased or "error" in streamed
+        results["rows"].append(
+            {
+                "protocol": name,
+                "options_set": s.protocol_options(name),
+                "phased": {k: phased.get(k) for k in (*keep, "error") if k in phased},
+                "streamed": {k: streamed.get(k) for k in (*keep, "error") if k in streamed},
+                "streamed_over_phased_tokens_per_s": _ratio(streamed, phased),
+            }
+        )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    for r in results["rows"]:
+        p, q = r["phased"], r["streamed"]
+        print(
+            f"{r['protocol']:8s} phased {p.get('tokens_per_s')} tok/s ({p.get('wall_s')} s)  "
+            f"streamed {q.get('tokens_per_s')} tok/s ({q.get('wall_s')} s)  x{r['streamed_over_phased_tokens_per_s']}"
+        )
+    return 1 if failed else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=DEFAULT_OUT)
@@ -608,6 +676,11 @@ def main() -> None:
     ap.add_argument("--protocols", default=",".join(PROTOCOL_NAMES))
     ap.add_argument(
         "--repeats", type=int, default=None, help="timed repeats of each raw measurement (default 3; quick 1)"
+    )
+    ap.add_argument(
+        "--streaming-ab",
+        action="store_true",
+        help="only the protocols, each streamed and phased (one generate call per turn), one after the other",
     )
     ap.add_argument("--child-timeout", type=float, default=900.0, help="seconds one measurement may take")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child's measurement
@@ -621,7 +694,8 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as work:
-        sys.exit(parent(s, args.out, Path(work), args.child_timeout))
+        run = parent_streaming_ab if args.streaming_ab else parent
+        sys.exit(run(s, args.out, Path(work), args.child_timeout))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class BatchStats:
     batch_sizes: list[int] = field(default_factory=list)  # requests per call / admission
     wall_s: list[float] = field(default_factory=list)
     decode_steps: int = 0  # streaming backends: decode steps taken
-    rows_per_step: list[int] = field(default_factory=list)  # streaming: rows in flight at each step
+    rows_per_step: list[int] = field(default_factory=list)  # streaming: rows in the batch after each step
 
 
 def streams(backend: Backend) -> bool:
@@ -154,7 +154,6 @@ class BatchScheduler:
         backend, items = self.backends[name], self.inflight[name]
         if any(not t.done for _, t in items) and backend.busy:
             t0 = time.perf_counter()
-            rows = getattr(backend, "rows_in_flight", 0)
             try:
                 backend.step()
             except Exception as e:  # the decode failed (its rows are marked failed): their episodes get it
@@ -164,7 +163,7 @@ class BatchScheduler:
                 self.inflight[name] = [(p, t) for p, t in items if t.done]
             self.stats.wall_s.append(time.perf_counter() - t0)
             self.stats.decode_steps += 1
-            self.stats.rows_per_step.append(rows)
+            self.stats.rows_per_step.append(getattr(backend, "rows_decoding", 0))
         still = []
         for p, t in self.inflight[name]:
             if not t.done:

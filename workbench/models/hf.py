@@ -236,6 +236,11 @@ class HFBackend:
         """Rows being decoded plus rows waiting for a slot."""
         return len(self._waiting) + (len(self._batch.rows) if self._batch is not None else 0)
 
+    @property
+    def rows_decoding(self) -> int:
+        """Rows in the running batch (its occupancy; at most `max_batch_size`)."""
+        return len(self._batch.rows) if self._batch is not None else 0
+
     def run_until(self, ticket: Ticket) -> None:
         """Step the running decode until ``ticket``'s rows are finished (other rows advance too)."""
         while not ticket.done:
