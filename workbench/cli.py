@@ -69,9 +69,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = run_eval(cfg, tasks=tasks, runs_root=args.runs)
     s = result.summary
     print(format_table([s]))
+    # a streaming backend: rows in its running batch per decode step; otherwise requests per call
+    batch = s.get("mean_rows_per_step", s["mean_batch_size"])
     print(
         f"\nrun folder: {result.run_dir}  ({s['usage']['completion_tokens']} completion tokens in "
-        f"{s['usage']['wall_s']:.1f}s, {s['completion_tokens_per_s']} tokens/s, mean batch {s['mean_batch_size']})"
+        f"{s['usage']['wall_s']:.1f}s, {s['completion_tokens_per_s']} tokens/s, mean batch {batch})"
     )
     for e in s["errors"]:
         print(f"workbench: episode {e['task_id']} failed: {e['error']}", file=sys.stderr)
