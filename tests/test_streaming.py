@@ -9,9 +9,10 @@ import asyncio
 
 import pytest
 import torch
+from test_hf_backend import req  # tests/ is on sys.path under pytest
 
 from workbench.evaluate import ProtocolConfig, run_episodes
-from workbench.models import Request, SamplingParams
+from workbench.models import SamplingParams
 from workbench.scheduler import BatchScheduler, run_all, streams
 from workbench.tasks import TaskConfig, load_tasks
 
@@ -22,10 +23,6 @@ Q = [
     "Name three fruits and say which one you like best, in two sentences.",
     "Solve: What is 9 - 4?\nEnd your reply with a line of the form 'Answer: <number>'.",
 ]
-
-
-def req(text, **sampling):
-    return Request([{"role": "user", "content": text}], SamplingParams(**sampling))
 
 
 class NotStreaming:
