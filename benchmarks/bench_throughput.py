@@ -483,13 +483,20 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def parent(s: Settings, out: str, work: Path, timeout_s: float) -> int:
-    started = time.perf_counter()
-    results: dict = {
-        "benchmark": "throughput",
+def _header(benchmark: str) -> dict:
+    """What every results file of this script starts with: which run, when, at which commit."""
+    return {
+        "benchmark": benchmark,
         "command": " ".join(["python", "benchmarks/bench_throughput.py", *sys.argv[1:]]),
         "timestamp_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git": git_info(),
+    }
+
+
+def parent(s: Settings, out: str, work: Path, timeout_s: float) -> int:
+    started = time.perf_counter()
+    results: dict = {
+        **_header("throughput"),
         "quick": s.quick,
         "model": s.model,
     }
@@ -617,10 +624,7 @@ def parent_streaming_ab(s: Settings, out: str, work: Path, timeout_s: float) -> 
     (`GenerateOnly`: one generate call per scheduler turn), one after the other, same engine,
     same items and seeds: what streaming alone changes, measured in one run."""
     results: dict = {
-        "benchmark": "throughput_streaming_ab",
-        "command": " ".join(["python", "benchmarks/bench_throughput.py", *sys.argv[1:]]),
-        "timestamp_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git": git_info(),
+        **_header("throughput_streaming_ab"),
         "model": s.model,
         "items": s.items,
         "max_batch_size": s.concurrency,
