@@ -166,6 +166,21 @@ def test_a_failed_decode_step_fails_its_rows_and_leaves_the_backend_usable(smoll
             be.step()
         assert t.done and t.result()[0].finish_reason == "error" and "simulated" in t.result()[0].error
         assert not be.busy
+        # a failure mid-decode also fails the rows still waiting for a slot (none is decoded later
+        # for nobody): one row decodes, then a ticket arrives, then the next step fails
+        boom["on"] = False
+        first = be.open([req(Q[0], max_tokens=30)])
+        be.step()
+        be.max_batch_size, size = 1, be.max_batch_size  # a full batch: the newcomer waits
+        try:
+            late = be.open([req(Q[1], max_tokens=4)])
+            boom["on"] = True
+            with pytest.raises(RuntimeError, match="simulated"):
+                be.step()
+        finally:
+            be.max_batch_size = size
+        assert first.done and late.done and not be.busy and be.rows_in_flight == 0
+        assert [g.finish_reason for g in [*first.result(), *late.result()]] == ["error", "error"]
         boom["on"] = False
         assert be.generate([req(Q[0], max_tokens=4)])[0].completion_tokens == 4
     finally:

@@ -296,7 +296,9 @@ class HFBackend:
             try:
                 self._step()
             except BaseException as e:  # a failed forward (out of memory, Ctrl-C): no row is left half-done
-                for r in [*(self._batch.rows if self._batch else []), *self._in_prefill]:
+                # rows still waiting fail too: their tickets' callers see the exception, and rows left
+                # queued would later be decoded for nobody
+                for r in [*(self._batch.rows if self._batch else []), *self._in_prefill, *self._waiting]:
                     if r.text is None:
                         r.error, r.finish_reason, r.text = (
                             f"the decode step failed: {type(e).__name__}: {e}",
@@ -305,6 +307,7 @@ class HFBackend:
                         )
                         r.t_end = time.perf_counter()
                 self._batch, self._in_prefill = None, []
+                self._waiting.clear()
                 raise
 
     def _step(self) -> None:
