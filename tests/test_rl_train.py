@@ -661,3 +661,20 @@ def test_maestro_counts_lenient_decisions_and_strict_mode_fails_them(lenient):
     else:
         assert ep.meta["lenient_decisions"] == 0 and ep.meta["central_format_failures"] == 2
         assert ep.format_failure and ep.final_answer is None
+
+
+def test_a_step_without_an_update_advances_the_schedule_silently():
+    # an SFT stage with no traces makes no update; the lr schedule is step-indexed and still moves,
+    # without torch's "lr_scheduler.step() before optimizer.step()" warning
+    import warnings
+
+    from workbench.rl.trainer import _advance
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([w], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _advance(sched)
+        _advance(sched)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.75) and torch.equal(w.detach(), torch.zeros(2))

@@ -50,6 +50,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -582,6 +583,16 @@ def _sft_traces(cfg, backends, run_dir: Path, train_tasks, pool, eligible, progr
     return traces
 
 
+def _advance(scheduler) -> None:
+    """The learning-rate schedule is indexed by step: it advances on every step, also one that made
+    no update (no usable sample, an SFT stage without traces), so that a step's lr never depends on
+    how many updates came before it. torch warns about a schedule step before any optimiser step;
+    here that is intended, so that one warning is silenced (any other still shows)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        scheduler.step()
+
+
 def warm_start_step(
     cfg, backends, optimizer, scheduler, batch, pool, step: int, traces=None, tasks_by_id=None
 ) -> dict[str, Any]:
@@ -609,7 +620,7 @@ def warm_start_step(
             team=cfg.build_team(),
         )
     stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
-    scheduler.step()
+    _advance(scheduler)
     _release_memory()
     return {
         "step": step,
@@ -661,7 +672,7 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
         # format failure (objectives.clpo_loss computes the same from the slate and the pick)
         adv = torch.tensor([s.reward - float(np.mean(s.info["slate_correct"])) for s in samples])
     stats = _optimise(cfg, backends, optimizer, samples, adv, slates)
-    scheduler.step()
+    _advance(scheduler)
     # ---- the episodes, with their advantage (the viewer colours training episodes by it) ----
     logged, within = set(), Counter()
     for s, a in zip(samples, adv.tolist(), strict=True):
