@@ -53,7 +53,7 @@ from workbench.runs import (
     read_json,
     write_json,
 )
-from workbench.stats import paired_outcomes, wilson_ci
+from workbench.stats import error_bars, paired_outcomes, wilson_ci
 from workbench.tasks import TaskConfig, load_tasks
 
 MATCH_MODES = ("generations", "tokens", "none")
@@ -538,12 +538,7 @@ def budget_figure(rows: list[dict[str, Any]], x: str = "tokens"):
             mode="markers+text",
             text=[r["protocol"] + ("" if r["matched"] else " *") for r in rows],
             textposition="top center",
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": [r["ci95"][1] - a for r, a in zip(rows, acc, strict=True)],
-                "arrayminus": [a - r["ci95"][0] for r, a in zip(rows, acc, strict=True)],
-            },
+            error_y=error_bars(acc, [r["ci95"] for r in rows]),
             marker={"size": 11},
         )
     )

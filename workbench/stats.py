@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+
+def error_bars(values: list[float], intervals: list) -> dict[str, Any]:
+    """Plotly's ``error_y`` for values with (low, high) intervals, e.g. accuracies with their
+    Wilson 95% CI: asymmetric bars from each value to its interval's ends."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [hi - v for v, (_, hi) in zip(values, intervals, strict=True)],
+        "arrayminus": [v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
+    }
 
 
 def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

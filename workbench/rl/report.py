@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.runs import read_jsonl
+from workbench.stats import error_bars
 
 CURVES = (
     ("reward", "reward (mean over samples)"),
@@ -97,12 +98,7 @@ def curves_figure(run_dir: str | Path, smooth: int = 5):
             go.Scatter(
                 x=[e["step"] for e in evals],
                 y=[e["accuracy"] for e in evals],
-                error_y=dict(
-                    type="data",
-                    symmetric=False,
-                    array=[e["ci95"][1] - e["accuracy"] for e in evals],
-                    arrayminus=[e["accuracy"] - e["ci95"][0] for e in evals],
-                ),
+                error_y=error_bars([e["accuracy"] for e in evals], [e["ci95"] for e in evals]),
                 mode="lines+markers",
                 line=dict(color="#c40"),
                 showlegend=False,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError
+from workbench.stats import error_bars
 from workbench.tasks import FAMILIES, TaskConfig, TaskError, load_tasks
 
 SPLITS = ("train", "dev", "test")
@@ -155,12 +156,7 @@ def preset_figure(rows: list[dict[str, Any]]):
         go.Bar(
             x=[r["preset"] for r in rows],
             y=[r["accuracy"] for r in rows],
-            error_y=dict(
-                type="data",
-                symmetric=False,
-                array=[r["ci95"][1] - r["accuracy"] for r in rows],
-                arrayminus=[r["accuracy"] - r["ci95"][0] for r in rows],
-            ),
+            error_y=error_bars([r["accuracy"] for r in rows], [r["ci95"] for r in rows]),
             hovertext=[r["options"] for r in rows],
         )
     )
