@@ -6,7 +6,6 @@ folder is written. What only a GPU can check is in benchmarks/gpu_check.py (docs
 from __future__ import annotations
 
 import json
-import string
 import subprocess
 import sys
 import types
@@ -15,47 +14,21 @@ from pathlib import Path
 import fake_vllm
 import pytest
 import torch
+from tiny_llama import tiny_llama
 
 from workbench.config import ConfigError
 from workbench.models.base import Request, SamplingParams
 from workbench.models.loading import ModelLoadError
 
-CHARS = ["<pad>", "<eos>", "<unk>"] + list(string.printable[:95])
-TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
 API = json.loads((Path(__file__).parent / "data" / "gpu_api.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """A 1-layer Llama over characters, with a chat template, saved as a model folder."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(CHARS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-    tokenizer.chat_template = TEMPLATE
-    config = LlamaConfig(
-        vocab_size=len(CHARS),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=96,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
+    model, tokenizer = tiny_llama(max_positions=96)
     path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(config).save_pretrained(path)
+    model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -7,11 +7,11 @@ built from a config in the test: no download, fp32, CPU."""
 
 from __future__ import annotations
 
-import string
 from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_llama import tiny_llama
 
 from workbench.rl import objectives as obj
 from workbench.rl.config import TrainConfig
@@ -20,7 +20,6 @@ from workbench.rl.rollouts import Sample, Slate, _score_offline
 from workbench.rl.trainer import _optimise
 from workbench.tasks import Task
 
-CHARS = ["<pad>", "<eos>", "<unk>"] + list(string.printable[:95])
 TEMPERATURE = 0.9
 
 
@@ -28,30 +27,10 @@ TEMPERATURE = 0.9
 def tiny():
     """A 1-layer Llama over a character vocabulary, wrapped in a random LoRA adapter."""
     from peft import LoraConfig, get_peft_model
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(CHARS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-    config = LlamaConfig(
-        vocab_size=len(CHARS),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
+    base, tokenizer = tiny_llama(max_positions=128)
     model = get_peft_model(
-        LlamaForCausalLM(config),
+        base,
         LoraConfig(
             r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
         ),
