@@ -511,10 +511,40 @@ def test_mixture_episodes_record_their_family(shared_data, tmp_path):
     assert fams == {"arithmetic", "bbh:date_understanding"} and result.summary["n"] == 4
 
 
+def test_a_mixture_component_takes_its_own_options(shared_data):
+    # task.arithmetic.digits=2: the mix's arithmetic items are those --task arithmetic --set
+    # task.digits=2 loads; the other component is untouched, and the resolved options say so
+    cfg = TaskConfig.from_flat(
+        {
+            "name": "mix:arithmetic,bbh:date_understanding",
+            "arithmetic": {"digits": 2},
+            "limit": 6,
+            "split": "dev",
+        }
+    )
+    assert cfg.options["arithmetic"]["digits"] == 2 and "bbh:date_understanding" not in cfg.options
+    two = {t.id: t for t in load_tasks(TaskConfig("arithmetic", "dev", 3, options={"digits": 2})).tasks}
+    one = {t.id: t for t in load_tasks(TaskConfig("arithmetic", "dev", 3)).tasks}
+    mixed = [t for t in load_tasks(cfg).tasks if t.meta["family"] == "arithmetic"]
+    assert len(mixed) == 3 and {t.id for t in mixed} == {f"arithmetic/{i}" for i in two}
+    for t in mixed:
+        assert t.prompt == two[t.id.split("/", 1)[1]].prompt
+    assert not {t.id.split("/", 1)[1] for t in mixed} & set(one)  # not the one-digit items
+    again = TaskConfig.from_flat({**to_dict(cfg), **cfg.options, "options": {}})  # a saved config reloads
+    assert again.options == cfg.options
+
+
 @pytest.mark.parametrize(
     "task,message",
     [
         ({"name": "mix:arithmetic,nope"}, "task mix, family 'nope': unknown task 'nope'"),
+        ({"name": "mix:arithmetic,bbh", "gsm8k.digits": "2"}, "option 'gsm8k' is neither the mixture's"),
+        ({"name": "mix:arithmetic,bbh", "arithmetic": "2"}, "task.arithmetic is the options of component"),
+        ({"name": "mix:arithmetic,bbh", "arithmetic.digits": "0"}, "task mix, family 'arithmetic': "),
+        (
+            {"name": "mix:arithmetic,bbh", "bbh.digits": "2"},
+            "task mix, family 'bbh': task 'bbh' takes no options",
+        ),
         ({"name": "mix:arithmetic,bbh", "weights": "1,0"}, "the weight of 'bbh' must be a number > 0"),
         ({"name": "mix:arithmetic,bbh", "weights": "1"}, "task.weights has 1 values for 2 families"),
         ({"name": "mix:arithmetic,bbh", "weights": "1,inf"}, "task.weights must be a finite number"),

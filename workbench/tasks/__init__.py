@@ -101,6 +101,7 @@ class TaskConfig:
             raise ConfigError(f"task limit must be >= 1, got {self.limit}")
         if self.family == "mix":
             self._check_mix()
+            return
         opts_cls = FAMILIES[self.family]
         if opts_cls is None and self.options:
             raise ConfigError(f"task '{self.family}' takes no options, got {', '.join(self.options)}")
@@ -112,19 +113,30 @@ class TaskConfig:
             object.__setattr__(self, "options", to_dict(resolved))
 
     def _check_mix(self) -> None:
-        """Every component is a valid task name of its own (at this split), the weights fit."""
+        """Every component is a valid task name of its own (at this split) with valid options of its
+        own, the weights fit; stores the resolved options (each given component's defaults included)."""
         try:
             parts = mix.components(self.name)
-            mix.check_weights(parts, from_dict(mix.MixOptions, self.options, prefix="task.").weights)
+            own, per = mix.component_options(parts, self.options)
+            resolved = from_dict(mix.MixOptions, own, prefix="task.")
+            mix.check_weights(parts, resolved.weights)
         except TaskError as e:
             raise ConfigError(str(e)) from None
+        options = to_dict(resolved)
         for part in parts:
             try:
-                TaskConfig(
-                    name=part, split=self.split, seed=self.seed, allow_unsandboxed=self.allow_unsandboxed
+                one = TaskConfig(
+                    name=part,
+                    split=self.split,
+                    seed=self.seed,
+                    options=per.get(part, {}),
+                    allow_unsandboxed=self.allow_unsandboxed,
                 )
             except ConfigError as e:
                 raise ConfigError(f"task mix, family {part[:60]!r}: {e}") from None
+            if part in per:
+                options[part] = one.options
+        object.__setattr__(self, "options", options)
 
     @classmethod
     def from_flat(cls, data: dict[str, Any]) -> TaskConfig:
@@ -162,6 +174,15 @@ def load_tasks(cfg: TaskConfig) -> TaskSet:
 
 
 def _load(cfg: TaskConfig) -> TaskSet:
+    if cfg.family == "mix":  # each component loads as its own task, with its own options
+        parts = mix.components(cfg.name)
+        own, per = mix.component_options(parts, cfg.options)
+        one = lambda part, split, k: _load(  # noqa: E731
+            TaskConfig(part, split, k, cfg.seed, per.get(part, {}), cfg.allow_unsandboxed)
+        )
+        return TaskSet(
+            *mix.load(cfg.name, cfg.split, cfg.limit, cfg.seed, from_dict(mix.MixOptions, own), one)
+        )
     opts_cls = FAMILIES[cfg.family]
     options = from_dict(opts_cls, cfg.options) if opts_cls is not None else None
     if cfg.family == "arithmetic":
@@ -190,9 +211,6 @@ def _load(cfg: TaskConfig) -> TaskSet:
     if cfg.family == "livecodebench":
         load = lambda: livecodebench.load(cfg.split, cfg.limit, options)  # noqa: E731
         return TaskSet(code.gated(cfg.allow_unsandboxed, load), [])
-    if cfg.family == "mix":
-        one = lambda part, split, k: _load(TaskConfig(part, split, k, cfg.seed, {}, cfg.allow_unsandboxed))  # noqa: E731
-        return TaskSet(*mix.load(cfg.name, cfg.split, cfg.limit, cfg.seed, options, one))
     if cfg.family == "jsonl":
         tasks, skipped = jsonl.load(cfg.name.partition(":")[2], cfg.limit, options)
         if not tasks:

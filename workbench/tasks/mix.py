@@ -13,6 +13,10 @@
   split results by family.
 * The order of the items is shuffled with ``task.seed``: the same seed gives the same items in the
   same order.
+* A component takes its own family's options as ``task.COMPONENT.KEY=VALUE``
+  (``--set task.arithmetic.digits=2``: the arithmetic items of the mix are two-digit, as
+  ``--task arithmetic --set task.digits=2`` would load them); a key that is neither ``weights`` nor a
+  listed component is a one-line error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, replace
 from workbench.tasks.base import Task, TaskError
 
 MAX_COMPONENTS = 32
+MIX_KEYS = ("weights",)  # the mixture's own options (MixOptions); any other key names a component
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,30 @@ def components(name: str) -> list[str]:
             f"task mix: family {twice[0][:60]!r} is listed twice; give it a larger weight instead"
         )
     return parts
+
+
+def component_options(parts: list[str], options: dict) -> tuple[dict, dict[str, dict]]:
+    """The mixture's own options (``weights``) and each component's: ``{COMPONENT: {KEY: VALUE}}``
+    from ``task.COMPONENT.KEY=VALUE``. TaskError for a key that is neither, or a component given a
+    value instead of options."""
+    own = {k: v for k, v in options.items() if k in MIX_KEYS}
+    per: dict[str, dict] = {}
+    for key, value in options.items():
+        if key in MIX_KEYS:
+            continue
+        if key not in parts:
+            raise TaskError(
+                f"task mix: option {str(key)[:60]!r} is neither the mixture's (weights) nor a listed "
+                f"component's; give a component its options as task.COMPONENT.KEY=VALUE, e.g. "
+                f"task.{parts[0]}.KEY=VALUE"
+            )
+        if not isinstance(value, dict):
+            raise TaskError(
+                f"task mix: task.{key} is the options of component {key!r}: set them as "
+                f"task.{key}.KEY=VALUE, got {str(value)[:60]!r}"
+            )
+        per[key] = value
+    return own, per
 
 
 def check_weights(parts: list[str], weights: tuple[float, ...]) -> list[float]:
