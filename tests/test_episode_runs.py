@@ -62,6 +62,17 @@ def test_wilson_ci_against_hand_computed_values():
     assert wilson_ci(0, 0) == (0.0, 1.0)
 
 
+def test_error_bars_run_from_each_value_to_its_interval_ends():
+    from workbench.stats import error_bars
+
+    bars = error_bars([0.8, 0.5], [wilson_ci(8, 10), (0.25, 0.5)])
+    assert bars["type"] == "data" and bars["symmetric"] is False
+    assert bars["array"] == pytest.approx([0.9433 - 0.8, 0.0], abs=1e-4)
+    assert bars["arrayminus"] == pytest.approx([0.8 - 0.4902, 0.25], abs=1e-4)
+    with pytest.raises(ValueError):
+        error_bars([0.8], [])  # one interval per value
+
+
 def test_summary_fields():
     eps = [make_episode(0), make_episode(1, correct=False), make_episode(2, correct=False, ff=True)]
     s = summarize([e.to_dict() for e in eps], wall_s=3.0)
