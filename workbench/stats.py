@@ -66,7 +66,7 @@ def paired_outcomes(a: list[dict], b: list[dict]) -> dict:
         "only_a_right": only_a,
         "only_b_right": only_b,
         "neither": len(common) - both - only_a - only_b,
-        "mcnemar_p": round(mcnemar_exact(only_a, only_b), 4),
+        "mcnemar_p": float(f"{mcnemar_exact(only_a, only_b):.3g}"),  # 3 significant digits: 1.1e-05, not 0.0
     }
 
 
