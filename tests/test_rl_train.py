@@ -678,3 +678,29 @@ def test_a_step_without_an_update_advances_the_schedule_silently():
         _advance(sched)
         _advance(sched)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.75) and torch.equal(w.detach(), torch.zeros(2))
+
+
+def test_steps_without_a_reward_signal_are_named_and_counted():
+    from workbench.rl.trainer import no_signal, no_signal_message
+
+    failing = {"phase": "rl", "samples": 64, "format_failure_rate": 1.0, "frac_reward_zero_std": 1.0}
+    flat = {"phase": "rl", "samples": 64, "format_failure_rate": 0.2, "frac_reward_zero_std": 1.0}
+    fine = {"phase": "rl", "samples": 64, "format_failure_rate": 0.2, "frac_reward_zero_std": 0.5}
+    assert "format failure" in no_signal("grpo", failing) and "format failure" in no_signal("clpo", failing)
+    assert "same reward" in no_signal("grpo", flat) and no_signal("clpo", flat) is None  # CLPO still ranks
+    assert no_signal("sft", {**fine, "accuracy": 0.0}) == "no sample was right (nothing to imitate)"
+    assert no_signal("grpo", fine) is None and no_signal("grpo", {"phase": "rl", "samples": 0}) is None
+    rows = [{**failing, "no_signal": no_signal("clpo", failing)}] * 3 + [fine, {"phase": "warm_start"}]
+    msg = no_signal_message("clpo", rows)
+    assert msg.startswith("3 of 4 RL steps had no reward signal (3 x every sample was a format failure")
+    assert "only lowers the probability of what was sampled" in msg and "\n" not in msg
+    assert no_signal_message("grpo", [fine]) is None
+
+
+def test_mcnemar_p_keeps_significant_digits():
+    from workbench.stats import paired_outcomes
+
+    a = [{"task_id": i, "correct": i < 1} for i in range(22)] + [{"task_id": 99, "correct": True}]
+    b = [{"task_id": i, "correct": i >= 1} for i in range(22)] + [{"task_id": 99, "correct": True}]
+    p = paired_outcomes(a, b)
+    assert (p["only_a_right"], p["only_b_right"]) == (1, 21) and p["mcnemar_p"] == 1.1e-05  # not 0.0

@@ -203,6 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"after {a['accuracy']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]  "
         f"(right only after: {p['only_a_right']}, only before: {p['only_b_right']}, McNemar p={p['mcnemar_p']})"
     )
+    if s.get("no_signal"):
+        print(f"  note: {s['no_signal']}")
     print(f"run folder: {result.run_dir}\nserve it:   {s['serve']}")
     return 0
 

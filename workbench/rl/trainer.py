@@ -402,6 +402,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
     evals = _rollback_logs(run_dir, start) if resuming else []
     metrics_log, episodes_log = JsonlLog(run_dir / "metrics.jsonl"), JsonlLog(run_dir / "episodes.jsonl")
     evals_log = JsonlLog(run_dir / "evals.jsonl")
+    rows: list[dict[str, Any]] = []  # this process's metrics rows
     try:
         # the evaluation due at ``start`` (before training; after the warm start or an eval_every
         # step whose evaluation the kill cut short)
@@ -437,6 +438,13 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
             else:
                 row = train_step(cfg, backends, optimizer, scheduler, batch, pool, step, episodes_log)
             metrics_log.append(row)
+            if row.get("no_signal") and not any(r.get("no_signal") for r in rows):
+                print(
+                    f"[train] step {step}: {row['no_signal']}: this step cannot teach the policy what is "
+                    "right (the run summary counts such steps)",
+                    file=sys.stderr,
+                )
+            rows.append(row)
             if step % t.checkpoint_every == 0 or step in (t.warm_start, total):
                 save_checkpoint(run_dir, step, model, optimizer, scheduler, state, keep=t.keep_checkpoints)
             # evaluations: every eval_every steps, and after the warm start (what SFT alone did)
@@ -701,7 +709,50 @@ def train_step(cfg, backends, optimizer, scheduler, batch, pool, step: int, epis
         print(
             f"[train] step {step}: {len(errors)} rollout episode(s) failed, e.g. {errors[0]}", file=sys.stderr
         )
+    why = no_signal(t.objective, row)
+    if why:
+        row["no_signal"] = why
     return row
+
+
+def no_signal(objective: str, row: dict[str, Any]) -> str | None:
+    """Why an RL step's samples could not teach the policy what is right, or None.
+
+    Every sample a format failure: every reward is 0, so GRPO's and Dr. GRPO's advantages are all
+    zero, SFT has nothing to imitate, and CLPO's decision term can only push down what was sampled
+    (its advantage is -mean(slate) for a failure). Every group with one reward: zero advantages."""
+    if not row.get("samples"):
+        return None
+    if row.get("format_failure_rate") == 1.0:
+        return "every sample was a format failure (reward 0)"
+    if objective in ("grpo", "dr_grpo") and row.get("frac_reward_zero_std") == 1.0:
+        return "every group's samples had the same reward (zero advantages)"
+    if objective == "sft" and row.get("accuracy") == 0.0:
+        return "no sample was right (nothing to imitate)"
+    return None
+
+
+def no_signal_message(objective: str, rows: list[dict[str, Any]]) -> str | None:
+    """One line when RL steps had no signal (``no_signal``), with what to do; None when all had."""
+    rl = [r for r in rows if r.get("phase") == "rl"]
+    silent = [r for r in rl if r.get("no_signal")]
+    if not silent:
+        return None
+    reasons = Counter(r["no_signal"] for r in silent)
+    what = "; ".join(f"{n} x {why}" for why, n in reasons.most_common())
+    hint = (
+        "the untrained role may not write the format its reward reads (strict <choice>j</choice> for "
+        "the central agent, <answer> tags for the leader): check the evaluation's format failures; a "
+        "larger base model, or a warm start on the format, gives the reward something to see"
+        if any("format failure" in w for w in reasons)
+        else "raise train.group or train.temperature, or use questions the policy sometimes gets right"
+    )
+    tail = (
+        " CLPO's decision term then only lowers the probability of what was sampled."
+        if objective == "clpo" and any("format failure" in w for w in reasons)
+        else " Those steps did not move the policy toward anything."
+    )
+    return f"{len(silent)} of {len(rl)} RL steps had no reward signal ({what}).{tail} Likely cause: {hint}."
 
 
 def _optimise(
@@ -983,6 +1034,7 @@ def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> di
     )
     if isinstance(sft, dict) and sft.get("too_few"):
         sft = {**sft, "message": warmstart.too_few_message(sft)}
+    metrics = read_jsonl(run_dir / "metrics.jsonl", missing_ok=True).rows  # a resumed run's too
     return {
         "recipe": cfg.recipe,
         "objective": cfg.train.objective,
@@ -997,6 +1049,9 @@ def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> di
         "after_vs_before": pair,  # only_a_right = right after training only
         # the leader's SFT stage: how many self-corrections sampling found, by reason (sft_traces.jsonl)
         "sft_sampling": sft if isinstance(sft, dict) else None,
+        # RL steps whose samples could not teach the policy what is right (format failures, ...)
+        "no_signal_steps": sum(1 for r in metrics if r.get("phase") == "rl" and r.get("no_signal")),
+        "no_signal": no_signal_message(cfg.train.objective, metrics),
         "adapter": str(run_dir / "adapter"),
         "serve": f"workbench serve --model {cfg.model.name}+{run_dir / 'adapter'}",
     }
