@@ -742,7 +742,7 @@ def no_signal_message(objective: str, rows: list[dict[str, Any]]) -> str | None:
     what = "; ".join(f"{n} x {why}" for why, n in reasons.most_common())
     hint = (
         "the untrained role may not write the format its reward reads (strict <choice>j</choice> for "
-        "the central agent, <answer> tags for the leader): check the evaluation's format failures; a "
+        "the central agent, <answer> tags for the leader, a parseable plan for the Conductor): check the evaluation's format failures; a "
         "larger base model, or a warm start on the format, gives the reward something to see"
         if any("format failure" in w for w in reasons)
         else "raise train.group or train.temperature, or use questions the policy sometimes gets right"
