@@ -19,6 +19,7 @@ import torch
 from workbench.config import ConfigError
 from workbench.models.base import Request, SamplingParams
 from workbench.rl.config import TrainConfig
+from workbench.rl.report import format_summary
 from workbench.rl.rollouts import draw_shown
 from workbench.rl.trainer import rollback
 
@@ -58,7 +59,7 @@ def test_built_in_recipes_load_and_validate():
         ("maestro", ["protocol.nope=1"], "protocol.nope"),
         ("maestro", ["train.temperature=0"], "needs sampled groups"),
         ("maestro", ["lora.rank=0"], "lora.rank"),
-        ("maestro", ["train.warm_start=2"], "objective=sft"),
+        ("maestro", ["train.warm_start=2", "protocol.central=gen"], "protocol.central=select"),
         ("leader", ["train.warm_start=-1"], "warm_start must be >= 0"),
         ("leader", ["train.steps=0", "train.warm_start=0"], "or 0 with train.warm_start > 0"),
         ("maestro", ["colour=red"], "unknown top-level key"),
@@ -125,6 +126,72 @@ def test_conductor_warm_start_plans_are_well_formed():
                 assert len(plan.model_id) <= max_steps and all(0 <= m < n for m in plan.model_id)
                 shapes[len(plan.model_id)] += 1
     assert set(shapes) == {1, 2, 3}
+
+
+def test_central_agent_warm_start_is_the_rl_prompt_and_a_random_well_formed_pick():
+    """Maestro's format warm start: each demonstration's prompt is the one the RL steps build (the
+    protocol's prompt builder on a slate drawn from the pool), its target a strict <choice> of a
+    candidate drawn uniformly, whatever its correctness: it teaches the format, not the answer."""
+    from workbench.protocols.maestro import MaestroConfig, parse_choice
+    from workbench.rl.rollouts import PoolEntry, offline_messages
+    from workbench.rl.warmstart import central_decision, demonstrations
+    from workbench.tasks import Task
+
+    class Chars:  # a character-level stand-in for the tokenizer
+        eos_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    class Policy:  # records the chat each demonstration is encoded from
+        tokenizer = Chars()
+
+        def __init__(self):
+            self.seen = []
+
+        def encode_chat(self, messages):
+            self.seen.append(messages)
+            return [len(self.seen)]
+
+    cfg = MaestroConfig(explorers=3, samples=1, rounds=1)
+    tasks = [Task(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(40)]
+    pool = {
+        t.id: PoolEntry(
+            t.id,
+            [
+                {"text": f"so {t.id} is {v}", "extracted": str(v), "correct": v == int(t.answer) % 6}
+                for v in range(6)
+            ]
+            + [{"text": "no idea", "extracted": None, "correct": False}],
+        )
+        for t in tasks
+    }
+    policy = Policy()
+    picks, right = Counter(), 0
+    for step in (1, 2, 3):
+        demos = demonstrations("maestro", tasks, pool, policy, cfg, seed=5, step=step, mixed=True)
+        assert len(demos) == len(tasks)
+        for d, chat in zip(demos, policy.seen[-len(tasks) :], strict=True):
+            slate = [next(a for a in pool[d.task.id].answers if a["text"] == x) for x in d.shown]
+            assert chat == offline_messages("maestro", d.task, slate, cfg)  # byte for byte the RL prompt
+            assert len(slate) == 3 and sorted(d.shown_correct) == [False, False, True]  # mixed
+            pick, how = parse_choice(d.text, 3, lenient=False)
+            assert (pick, how) == (d.info["pick"], "strict")
+            assert d.completion_ids == [ord(c) for c in d.text] + [0]  # the target ends in EOS
+            assert d.correct and d.reward == 1.0  # imitated whatever the pick
+            picks[pick] += 1
+            right += d.info["pick_correct"]
+    assert set(picks) == {0, 1, 2} and min(picks.values()) > 25  # uniform over positions
+    assert 20 < right < 60  # about a third of 120 random picks are right: chance, not selection
+    # same seed and step: the same demonstrations (a resumed warm start redoes them exactly)
+    again = demonstrations("maestro", tasks[:5], pool, Policy(), cfg, seed=5, step=1, mixed=True)
+    first = demonstrations("maestro", tasks[:5], pool, Policy(), cfg, seed=5, step=1, mixed=True)
+    assert [d.text for d in again] == [d.text for d in first]
+    # a candidate without an extracted answer is named as such, never as "None"
+    _, text = central_decision([{"text": "?", "extracted": None, "correct": False}], random.Random(0))
+    assert text == "<choice>1</choice><why>Candidate 1 gives no final answer.</why>"
+    with pytest.raises(ValueError, match="no template warm start for recipe 'leader'"):
+        demonstrations("leader", tasks, pool, policy, cfg, seed=5, step=1)
 
 
 def test_eligible_questions_threshold_and_mixed():
@@ -227,7 +294,11 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
-    result = _train(tmp_path, "maestro", ["train.steps=2", "protocol.rounds=1", "train.checkpoint_every=1"])
+    result = _train(
+        tmp_path,
+        "maestro",
+        ["train.steps=2", "train.warm_start=1", "protocol.rounds=1", "train.checkpoint_every=1"],
+    )
     run = result.run_dir
     for name in (
         "config.yaml",
@@ -238,8 +309,11 @@ def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
         "summary.json",
     ):
         assert (run / name).exists(), name
-    metrics = _lines(run / "metrics.jsonl")
-    assert [m["step"] for m in metrics] == [1, 2]
+    warm, *metrics = _lines(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [2, 3]
+    # the format warm start: one supervised step on a well-formed random pick per question
+    assert warm["phase"] == "warm_start" and warm["samples"] == 1 and 0 <= warm["demo_picks_right"] <= 1
+    assert warm["loss"] > 0 and warm["grad_norm"] > 0
     for key in (
         "reward",
         "reward_std",
@@ -259,9 +333,14 @@ def test_maestro_clpo_trains_and_writes_every_file(tmp_path):
     train_eps = [e for e in _lines(run / "episodes.jsonl") if "train_step" in e["meta"]]
     assert train_eps and all("advantage" in e["meta"] for e in train_eps)
     assert len({e["episode_id"] for e in train_eps}) == len(train_eps)  # one id per training sample
-    assert {e["meta"]["eval_step"] for e in _lines(run / "episodes.jsonl") if e["meta"].get("eval")} == {0, 2}
+    evaluated = {e["meta"]["eval_step"] for e in _lines(run / "episodes.jsonl") if e["meta"].get("eval")}
+    assert evaluated == {0, 1, 3}  # before, after the warm start, after
     s = result.summary
-    assert s["before"]["step"] == 0 and s["after"]["step"] == 2 and "mcnemar_p" in s["after_vs_before"]
+    assert s["before"]["step"] == 0 and s["after"]["step"] == 3 and "mcnemar_p" in s["after_vs_before"]
+    assert s["after_warm_start"]["step"] == 1
+    table = format_summary(s)
+    assert "format failures   read leniently" in table and "(after 1 warm-start SFT steps)" in table
+    assert f"   {s['after']['lenient_decisions']}\n" in table
     # the adapter serves like any model: BASE+ADAPTER
     from workbench.models import load_backend
 
@@ -704,3 +783,32 @@ def test_mcnemar_p_keeps_significant_digits():
     b = [{"task_id": i, "correct": i >= 1} for i in range(22)] + [{"task_id": 99, "correct": True}]
     p = paired_outcomes(a, b)
     assert (p["only_a_right"], p["only_b_right"]) == (1, 21) and p["mcnemar_p"] == 1.1e-05  # not 0.0
+
+
+def test_the_summary_table_shows_lenient_reads_for_maestro_only():
+    ev = {"accuracy": 0.42, "ci95": [0.354, 0.489], "format_failures": 24, "lenient_decisions": 176}
+    summary = {
+        "recipe": "leader",
+        "objective": "dr_grpo",
+        "rollout": "offline",
+        "steps": 10,
+        "warm_start": 2,
+        "before": ev,
+        "after_warm_start": {**ev, "accuracy": 0.5},
+        "after": {**ev, "n": 200, "generations_per_query": 4.0, "tokens_per_query": 476.6},
+        "after_vs_before": {
+            "only_a_right": 1,
+            "only_b_right": 2,
+            "both_right": 3,
+            "neither": 4,
+            "mcnemar_p": 1.0,
+        },
+    }
+    lines = format_summary(summary).splitlines()
+    assert lines[3] == "          accuracy   95% CI            format failures"
+    assert lines[4] == "before    0.420      [0.354, 0.489]    24"
+    assert lines[5] == "warm      0.500      [0.354, 0.489]    24   (after 2 warm-start SFT steps)"
+    lines = format_summary({**summary, "recipe": "maestro"}).splitlines()
+    assert lines[3] == "          accuracy   95% CI            format failures   read leniently"
+    assert lines[4] == "before    0.420      [0.354, 0.489]    24                176"
+    assert lines[5].endswith("24                176   (after 2 warm-start SFT steps)")

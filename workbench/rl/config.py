@@ -60,7 +60,8 @@ class TrainSettings:
     rationale_tokens: int = 48  # CLPO: cap on each justification sampled for the listwise term
     ties: str = "exclude"  # CLPO's Plackett-Luce tie rule: exclude | breslow | index (objectives.TIES)
     # SFT steps before the RL steps (rl/warmstart.py): the leader's own self-corrections, found by
-    # sampling (MLPO's SFT stage), the Conductor's well-formed plans (ours)
+    # sampling (MLPO's SFT stage), the Conductor's well-formed plans and the central agent's
+    # well-formed decisions on random picks (format only, ours)
     warm_start: int = 0
     # the leader's SFT sampling budget: completions sampled per question, on sft_questions of the
     # training questions (0: every eligible one); the self-corrections among them are the targets
@@ -209,10 +210,11 @@ class TrainConfig(PoolMixin):
             raise ConfigError("train.recursion_finetune is the Conductor's; use it with --recipe conductor")
         if self.train.objective == "clpo" and self.train.rollout != "offline":
             raise ConfigError("train.objective=clpo scores slates from the pool: set train.rollout=offline")
-        if self.train.warm_start and self.recipe == "maestro":
+        if self.train.warm_start and self.recipe == "maestro" and self.protocol.resolved.central != "select":
             raise ConfigError(
-                "train.warm_start is for the leader and conductor recipes; the central agent's supervised "
-                "variant is train.objective=sft"
+                "train.warm_start teaches the central agent the <choice> decision of protocol.central=select; "
+                f"protocol.central={self.protocol.resolved.central} writes its own answer: set "
+                "train.warm_start=0 or protocol.central=select"
             )
         if self.pool.rounds > 1:
             if self.recipe not in ("maestro", "leader"):

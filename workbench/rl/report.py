@@ -110,26 +110,33 @@ def curves_figure(run_dir: str | Path, smooth: int = 5):
     return fig
 
 
+def _row(name: str, e: dict[str, Any], lenient: bool) -> str:
+    row = (
+        f"{name:<10}{e['accuracy']:.3f}      [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]    "
+        f"{e['format_failures']:<15}"
+    )
+    return (row + f"   {e.get('lenient_decisions', '-')}" if lenient else row).rstrip()
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The before/after table of a finished run, with the paired test."""
     b, a, p = summary["before"], summary["after"], summary["after_vs_before"]
+    # Maestro: decisions without a well-formed <choice> that evaluation read leniently
+    lenient = summary["recipe"] == "maestro"
     lines = [
         f"{summary['recipe']}: {summary['objective']}, {summary['rollout']} rollouts, {summary['steps']} steps"
         + (f" after {summary['warm_start']} warm-start SFT steps" if summary.get("warm_start") else ""),
         f"dev split, {a['n']} items, {a['generations_per_query']} generations/query, "
         f"~{a['tokens_per_query']:.0f} tokens/query (same protocol and budget before and after)",
         "",
-        "          accuracy   95% CI            format failures",
-        f"before    {b['accuracy']:.3f}      [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]    {b['format_failures']}",
+        "          accuracy   95% CI            format failures" + ("   read leniently" if lenient else ""),
+        _row("before", b, lenient),
         *(
-            [
-                f"warm      {w['accuracy']:.3f}      [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}]    "
-                f"{w['format_failures']}   (after {summary['warm_start']} warm-start SFT steps)"
-            ]
+            [_row("warm", w, lenient) + f"   (after {summary['warm_start']} warm-start SFT steps)"]
             if (w := summary.get("after_warm_start"))
             else []
         ),
-        f"after     {a['accuracy']:.3f}      [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]    {a['format_failures']}",
+        _row("after", a, lenient),
         "",
         f"paired: right only after {p['only_a_right']}, only before {p['only_b_right']}, "
         f"both {p['both_right']}, neither {p['neither']}; exact McNemar p = {p['mcnemar_p']}",

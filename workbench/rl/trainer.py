@@ -357,7 +357,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
 
     train_tasks, dev_tasks = tasks
     pool, eligible = {}, list(range(len(train_tasks)))
-    if t.rollout == "offline" or (t.warm_start and cfg.recipe == "leader"):  # the leader's traces need it
+    # the leader's traces and the central agent's format demonstrations draw from the pool too
+    if t.rollout == "offline" or (t.warm_start and cfg.recipe in ("leader", "maestro")):
         pool_path = Path(cfg.pool.path) if cfg.pool.path else run_dir / "pool.jsonl"
         if cfg.pool.path:
             pool = read_pool(pool_path)
@@ -605,7 +606,7 @@ def warm_start_step(
     cfg, backends, optimizer, scheduler, batch, pool, step: int, traces=None, tasks_by_id=None
 ) -> dict[str, Any]:
     """One supervised step (rl/warmstart.py): the leader's sampled self-corrections, the Conductor's
-    format demonstrations; returns the metrics row."""
+    and the central agent's format demonstrations; returns the metrics row."""
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     if cfg.recipe == "leader":
@@ -627,6 +628,8 @@ def warm_start_step(
             cfg.pool.mixed,
             team=cfg.build_team(),
         )
+        if cfg.recipe == "maestro":  # the random picks' share of right candidates: about chance
+            extra["demo_picks_right"] = round(float(np.mean([s.info["pick_correct"] for s in demos])), 4)
     stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
     _advance(scheduler)
     _release_memory()

@@ -30,8 +30,18 @@
   format. The plans are templates that say nothing about which worker or which shape wins on the
   task, so what RL adds afterwards (the reward rises above 0.5 only for plans that answer right)
   is its own.
-* **maestro** has no warm start: ``train.objective=sft`` (SFT on the correct picks) is the paper's
-  supervised comparison.
+* **maestro**: a format warm start for the central agent (ours, not the paper's: its 3-8B central
+  agents write ``<choice>`` from the start). Training reads decisions strictly, and the base
+  SmolLM2-135M central agent writes no well-formed ``<choice>j</choice>`` (0 of 2,560 sampled
+  decisions, docs/training.md), so GRPO has no reward variance, SFT on correct picks has nothing to
+  imitate and CLPO's decision term only pushes down what was sampled. Each demonstration is the
+  RL steps' own prompt (a slate drawn from the pool as ``offline_samples`` draws it, built by the
+  protocol's prompt builder) and the decision ``<choice>j</choice><why>Candidate j gives the answer
+  A.</why>`` for a candidate j drawn **uniformly at random**, whatever its correctness (A is what
+  the task's extractor read from candidate j). It teaches the format and nothing about which
+  candidate is right: after it the central agent picks about as well as chance, and what the
+  objectives add on top (CLPO vs GRPO vs SFT on correct picks) is theirs.
+  ``train.objective=sft`` (SFT on the correct picks) remains the paper's supervised comparison.
 
 Each warm-start step takes ``train.questions`` demonstrations (leader: kept traces, in a seeded
 order, cycled) and minimises their mean token NLL (the same loss as ``objective=sft``).
@@ -54,7 +64,7 @@ from workbench.protocols.leader import leader_answer
 from workbench.rl.rollouts import PoolEntry, Sample, draw_slate, offline_messages, shown_count, trainee_team
 from workbench.tasks import Task
 
-RECIPES = ("leader", "conductor")
+RECIPES = ("leader", "conductor", "maestro")
 TRACES_FILE = "sft_traces.jsonl"
 SAMPLING_FILE = "sft_sampling.json"
 KEPT = ("wrong_majority", "revised")
@@ -323,6 +333,18 @@ def conductor_plan(n_workers: int, max_steps: int, rng: random.Random, with_subt
     return text
 
 
+def central_decision(slate: list[dict[str, Any]], rng: random.Random) -> tuple[int, str]:
+    """A well-formed decision of the central agent on ``slate``: (the 0-based pick, the text).
+
+    The pick is uniform over the slate, independent of which candidates are right: a format
+    demonstration, not a selection one."""
+    j = rng.randrange(len(slate))
+    answer = slate[j].get("extracted")
+    said = f"gives the answer {answer}" if answer not in (None, "") else "gives no final answer"
+    text = f"<choice>{j + 1}</choice><why>Candidate {j + 1} {said}.</why>"
+    return j, text
+
+
 def demonstrations(
     recipe: str,
     tasks: list[Task],
@@ -334,15 +356,18 @@ def demonstrations(
     mixed: bool = False,
     team: Team | None = None,
 ) -> list[Sample]:
-    """The Conductor's format demonstrations: one per question, as Samples (prompt ids, target ids
+    """The format demonstrations of the Conductor (a plan) and of Maestro's central agent (a
+    decision on a slate drawn from ``pool``): one per question, as Samples (prompt ids, target ids
     ending in EOS, reward 1). The leader's SFT stage samples its own traces instead
     (``sample_leader_traces``, ``trace_samples``)."""
-    if recipe != "conductor":
+    if recipe not in ("conductor", "maestro"):
         raise ValueError(
             f"no template warm start for recipe '{recipe}' (the leader's SFT stage samples its own "
-            "traces: sample_leader_traces; only the conductor has template demonstrations)"
+            "traces: sample_leader_traces; the conductor and maestro have format demonstrations)"
         )
     tok = policy.tokenizer
+    if recipe == "maestro":
+        return _decision_demonstrations(tasks, pool, policy, protocol_cfg, seed, step, mixed)
     samples = []
     for q, task in enumerate(tasks):
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
@@ -364,6 +389,36 @@ def demonstrations(
                 True,
                 False,
                 info={"warm": True},
+            )
+        )
+    return samples
+
+
+def _decision_demonstrations(tasks, pool, policy, protocol_cfg, seed, step, mixed) -> list[Sample]:
+    """The central agent's demonstrations: the RL prompt on a drawn slate, a random well-formed pick."""
+    tok = policy.tokenizer
+    m = shown_count("maestro", protocol_cfg)
+    samples = []
+    for q, task in enumerate(tasks):
+        rng = random.Random(derive_seed(seed, step, task.id, "warm"))
+        slate, rnd = draw_slate(pool[task.id], m, rng, mixed)
+        pick, target = central_decision(slate, rng)
+        ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        prompt = policy.encode_chat(offline_messages("maestro", task, slate, protocol_cfg, round=rnd))
+        samples.append(
+            Sample(
+                q,
+                task,
+                prompt,
+                ids,
+                None,
+                target,
+                1.0,
+                True,  # a demonstration: imitated whatever its pick (the SFT loss keeps correct=True)
+                False,
+                info={"warm": True, "pick": pick, "pick_correct": bool(slate[pick]["correct"]), "round": rnd},
+                shown=[a["text"] for a in slate],
+                shown_correct=[bool(a["correct"]) for a in slate],
             )
         )
     return samples
