@@ -128,6 +128,24 @@ def test_conductor_warm_start_plans_are_well_formed():
     assert set(shapes) == {1, 2, 3}
 
 
+class _Chars:  # a character-level stand-in for the tokenizer
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+class RecordingPolicy:  # records the chat each demonstration is encoded from
+    tokenizer = _Chars()
+
+    def __init__(self):
+        self.seen = []
+
+    def encode_chat(self, messages):
+        self.seen.append(messages)
+        return [len(self.seen)]
+
+
 def test_central_agent_warm_start_is_the_rl_prompt_and_a_random_well_formed_pick():
     """Maestro's format warm start: each demonstration's prompt is the one the RL steps build (the
     protocol's prompt builder on a slate drawn from the pool), its target a strict <choice> of a
@@ -136,22 +154,6 @@ def test_central_agent_warm_start_is_the_rl_prompt_and_a_random_well_formed_pick
     from workbench.rl.rollouts import PoolEntry, offline_messages
     from workbench.rl.warmstart import central_decision, demonstrations
     from workbench.tasks import Task
-
-    class Chars:  # a character-level stand-in for the tokenizer
-        eos_token_id = 0
-
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [ord(c) for c in text]}
-
-    class Policy:  # records the chat each demonstration is encoded from
-        tokenizer = Chars()
-
-        def __init__(self):
-            self.seen = []
-
-        def encode_chat(self, messages):
-            self.seen.append(messages)
-            return [len(self.seen)]
 
     cfg = MaestroConfig(explorers=3, samples=1, rounds=1)
     tasks = [Task(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(40)]
@@ -166,7 +168,7 @@ def test_central_agent_warm_start_is_the_rl_prompt_and_a_random_well_formed_pick
         )
         for t in tasks
     }
-    policy = Policy()
+    policy = RecordingPolicy()
     picks, right = Counter(), 0
     for step in (1, 2, 3):
         demos = demonstrations("maestro", tasks, pool, policy, cfg, seed=5, step=step, mixed=True)
@@ -184,14 +186,58 @@ def test_central_agent_warm_start_is_the_rl_prompt_and_a_random_well_formed_pick
     assert set(picks) == {0, 1, 2} and min(picks.values()) > 25  # uniform over positions
     assert 20 < right < 60  # about a third of 120 random picks are right: chance, not selection
     # same seed and step: the same demonstrations (a resumed warm start redoes them exactly)
-    again = demonstrations("maestro", tasks[:5], pool, Policy(), cfg, seed=5, step=1, mixed=True)
-    first = demonstrations("maestro", tasks[:5], pool, Policy(), cfg, seed=5, step=1, mixed=True)
+    again = demonstrations("maestro", tasks[:5], pool, RecordingPolicy(), cfg, seed=5, step=1, mixed=True)
+    first = demonstrations("maestro", tasks[:5], pool, RecordingPolicy(), cfg, seed=5, step=1, mixed=True)
     assert [d.text for d in again] == [d.text for d in first]
     # a candidate without an extracted answer is named as such, never as "None"
     _, text = central_decision([{"text": "?", "extracted": None, "correct": False}], random.Random(0))
     assert text == "<choice>1</choice><why>Candidate 1 gives no final answer.</why>"
-    with pytest.raises(ValueError, match="no template warm start for recipe 'leader'"):
-        demonstrations("leader", tasks, pool, policy, cfg, seed=5, step=1)
+    with pytest.raises(ValueError, match="no format warm start for recipe 'nope'"):
+        demonstrations("nope", tasks, pool, policy, cfg, seed=5, step=1)
+
+
+def test_leader_format_warm_start_copies_a_random_answered_peer_into_the_tags():
+    """train.sft_targets=format: the leader's RL prompt on a drawn peer set, and a tagged answer
+    copied from a peer drawn among those that answered (the strict reader reads it back)."""
+    from workbench.protocols.leader import LeaderConfig, leader_answer
+    from workbench.rl.rollouts import PoolEntry, offline_messages
+    from workbench.rl.warmstart import demonstrations, leader_format
+    from workbench.tasks import Task
+
+    cfg = LeaderConfig(peers=3, rounds=1)
+    tasks = [Task(f"q{i}", f"What is {i} + 2?", str(i + 2)) for i in range(30)]
+    answers = [{"text": f"It is {v}.", "extracted": str(v), "correct": v == 4} for v in (3, 4, 5)]
+    silent = [{"text": "hmm", "extracted": None, "correct": False}] * 3
+    pool = {t.id: PoolEntry(t.id, answers + silent[:1]) for t in tasks}
+    pool["q0"] = PoolEntry("q0", silent)  # no peer answered: no demonstration for q0
+    policy = RecordingPolicy()
+    demos = demonstrations("leader", tasks, pool, policy, cfg, seed=1, step=1, mixed=False)
+    assert [d.task.id for d in demos] == [t.id for t in tasks[1:]]
+    copied = Counter()
+    for d, chat in zip(demos, policy.seen, strict=True):
+        slate = [next(a for a in pool[d.task.id].answers if a["text"] == x) for x in d.shown]
+        assert chat == offline_messages("leader", d.task, slate, cfg)  # the RL prompt, byte for byte
+        answer, tagged = leader_answer(d.text, Task("t", "?", "0"), strict=True)
+        assert tagged and answer == slate[d.info["pick"]]["extracted"] is not None
+        assert d.info["pick_correct"] == (answer == "4") and d.correct
+        copied[answer] += 1
+    assert set(copied) == {"3", "4", "5"}  # any answered peer, right or wrong
+    assert leader_format(silent, random.Random(0)) is None
+    _, text = leader_format(answers[:1], random.Random(0))
+    assert text == "<think>Agent 1 answered 3.</think>\n<answer>3</answer>"
+
+
+def test_sft_targets_choose_the_leader_warm_start_and_are_validated():
+    assert TrainConfig.load("leader", ["train.warm_start=2"]).sampled_traces  # MLPO's SFT stage
+    assert not TrainConfig.load("leader", ["train.warm_start=2", "train.sft_targets=format"]).sampled_traces
+    assert not TrainConfig.load("leader", ["train.warm_start=0"]).sampled_traces
+    assert not TrainConfig.load("maestro", ["train.warm_start=2", "train.sft_targets=format"]).sampled_traces
+    with pytest.raises(
+        ConfigError, match="train.sft_targets must be one of '', 'self_corrections', 'format'"
+    ):
+        TrainConfig.load("leader", ["train.sft_targets=templates"])
+    with pytest.raises(ConfigError, match="is the leader's SFT stage; recipe 'maestro'"):
+        TrainConfig.load("maestro", ["train.warm_start=2", "train.sft_targets=self_corrections"])
 
 
 def test_eligible_questions_threshold_and_mixed():
@@ -371,6 +417,17 @@ def test_leader_offline_and_conductor_online_take_a_step(tmp_path):
         2,
     ]  # before, after SFT, after
     assert leader.summary["after_warm_start"]["step"] == 1
+    # the leader's format warm start instead (train.sft_targets=format): tagged copies of random peers
+    fmt = _train(
+        tmp_path / "format",
+        "leader",
+        ["train.steps=0", "train.warm_start=1", "train.sft_targets=format", "protocol.rounds=1"]
+        + ["protocol.peers=2"],
+    )
+    (row,) = _lines(fmt.run_dir / "metrics.jsonl")
+    assert row["phase"] == "warm_start" and row["samples"] == 1 and row["loss"] > 0
+    assert "demo_picks_right" in row and not (fmt.run_dir / "sft_traces.jsonl").exists()
+    assert fmt.summary["sft_sampling"] is None and fmt.summary["after"]["step"] == 1
     conductor = _train(
         tmp_path,
         "conductor",

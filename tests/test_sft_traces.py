@@ -166,6 +166,7 @@ def test_no_gold_answer_in_a_target_unless_the_model_wrote_it():
     assert (
         "found 0 self-correction trace(s) in 20 leader samples" in message and "train.sft_samples" in message
     )
+    assert "train.sft_targets=format" in message  # the other way out on a model that writes no tags
     assert trace_samples(traces, {}, seed=0, step=1, n=2) == []  # no step data: never a template
 
 

@@ -23,6 +23,7 @@ from workbench.tasks import TaskConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 ROLES = {"maestro": "central", "leader": "leader", "conductor": "conductor"}  # recipe -> trained role
+SFT_TARGETS = ("", "self_corrections", "format")  # train.sft_targets ("": the recipe's own)
 OBJECTIVES = {
     "maestro": ("clpo", "grpo", "sft"),
     "leader": ("dr_grpo", "grpo"),
@@ -63,6 +64,10 @@ class TrainSettings:
     # sampling (MLPO's SFT stage), the Conductor's well-formed plans and the central agent's
     # well-formed decisions on random picks (format only, ours)
     warm_start: int = 0
+    # what the warm start imitates: "" (the recipe's own: the leader's sampled self-corrections, the
+    # Conductor's and the central agent's format demonstrations) | "self_corrections" (leader) |
+    # "format" (also for the leader: its RL prompt and a tagged answer copied from a random peer)
+    sft_targets: str = ""
     # the leader's SFT sampling budget: completions sampled per question, on sft_questions of the
     # training questions (0: every eligible one); the self-corrections among them are the targets
     sft_samples: int = 8
@@ -120,6 +125,11 @@ class TrainSettings:
             raise ConfigError("train.temperature must be > 0: GRPO needs sampled groups")
         if self.warm_start < 0:
             raise ConfigError(f"train.warm_start must be >= 0 (SFT steps before RL), got {self.warm_start}")
+        if self.sft_targets not in SFT_TARGETS:
+            raise ConfigError(
+                f"train.sft_targets must be one of {', '.join(repr(x) for x in SFT_TARGETS)} "
+                f"('' is the recipe's own), got '{self.sft_targets}'"
+            )
         if self.sft_samples < 1 or self.sft_questions < 0:
             raise ConfigError(
                 f"train.sft_samples must be >= 1 and train.sft_questions >= 0 (0: every question), "
@@ -216,6 +226,11 @@ class TrainConfig(PoolMixin):
                 f"protocol.central={self.protocol.resolved.central} writes its own answer: set "
                 "train.warm_start=0 or protocol.central=select"
             )
+        if self.train.sft_targets == "self_corrections" and self.recipe != "leader":
+            raise ConfigError(
+                f"train.sft_targets=self_corrections is the leader's SFT stage; recipe '{self.recipe}' "
+                "warm-starts on format demonstrations: set train.sft_targets=format (or leave it empty)"
+            )
         if self.pool.rounds > 1:
             if self.recipe not in ("maestro", "leader"):
                 raise ConfigError(f"pool.rounds is for the maestro and leader recipes, not '{self.recipe}'")
@@ -245,6 +260,16 @@ class TrainConfig(PoolMixin):
     @property
     def role(self) -> str:
         return ROLES[self.recipe]
+
+    @property
+    def sampled_traces(self) -> bool:
+        """Whether the warm start imitates sampled self-corrections (the leader's SFT stage, the
+        default for the leader) rather than format demonstrations (rl/warmstart.py)."""
+        return (
+            bool(self.train.warm_start)
+            and self.recipe == "leader"
+            and self.train.sft_targets in ("", "self_corrections")
+        )
 
     @classmethod
     def load(cls, recipe: str, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:

@@ -149,6 +149,7 @@ FROZEN_ON_RESUME = (
     "eval.",
     "train.seed",
     "train.warm_start",
+    "train.sft_targets",
     "train.rollout",
     "train.objective",
     "train.use_unsloth",
@@ -398,7 +399,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, progress: bool, poli
         start = state["step"]
         _apply_hyperparameters(cfg, optimizer, scheduler, total)  # the lr of config.yaml, not the saved one
     traces: list[dict[str, Any]] = []
-    if cfg.recipe == "leader" and t.warm_start:  # MLPO's SFT stage: the leader's own self-corrections
+    if cfg.sampled_traces:  # MLPO's SFT stage: the leader's own self-corrections
         traces = _sft_traces(cfg, backends, run_dir, train_tasks, pool, eligible, progress)
     evals = _rollback_logs(run_dir, start) if resuming else []
     metrics_log, episodes_log = JsonlLog(run_dir / "metrics.jsonl"), JsonlLog(run_dir / "episodes.jsonl")
@@ -609,7 +610,7 @@ def warm_start_step(
     and the central agent's format demonstrations; returns the metrics row."""
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
-    if cfg.recipe == "leader":
+    if cfg.sampled_traces:
         demos = warmstart.trace_samples(
             traces or [], tasks_by_id or {}, cfg.train.seed, step, cfg.train.questions
         )
@@ -628,7 +629,7 @@ def warm_start_step(
             cfg.pool.mixed,
             team=cfg.build_team(),
         )
-        if cfg.recipe == "maestro":  # the random picks' share of right candidates: about chance
+        if cfg.recipe in ("maestro", "leader") and demos:  # the random picks' share of right answers: chance
             extra["demo_picks_right"] = round(float(np.mean([s.info["pick_correct"] for s in demos])), 4)
     stats = _optimise(cfg, backends, optimizer, demos, None, [], sft=True)
     _advance(scheduler)
@@ -1030,11 +1031,7 @@ def _summary(cfg: TrainConfig, evals: list[dict[str, Any]], run_dir: Path) -> di
         [{"task_id": k, "correct": v} for k, v in before["correct_by_task"].items()],
     )
     strip = lambda e: {k: v for k, v in e.items() if k != "correct_by_task"}  # noqa: E731
-    sft = (
-        read_json(run_dir / warmstart.SAMPLING_FILE)
-        if cfg.recipe == "leader" and cfg.train.warm_start
-        else None
-    )
+    sft = read_json(run_dir / warmstart.SAMPLING_FILE) if cfg.sampled_traces else None
     if isinstance(sft, dict) and sft.get("too_few"):
         sft = {**sft, "message": warmstart.too_few_message(sft)}
     metrics = read_jsonl(run_dir / "metrics.jsonl", missing_ok=True).rows  # a resumed run's too

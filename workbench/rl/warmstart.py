@@ -23,6 +23,12 @@
   message and in the summary, and the SFT steps then make no update: never a silent fallback to
   templates. (Until 2026-12-07 the leader's SFT stage trained on templates that spliced the gold
   answer into a "Wait, X does not hold: solving it again gives GOLD" trace.)
+  With ``train.sft_targets=format`` the leader's warm start is a format warm start instead (ours,
+  for a base model that writes no tagged answer: the SmolLM2-135M leader tagged 1 of 640 samples):
+  its RL prompt on a peer set drawn from the pool and
+  ``<think>Agent k answered A.</think><answer>A</answer>`` for a peer k drawn uniformly among
+  the peers that gave an answer, right or wrong (``leader_format``). It teaches the tags, not
+  which peer is right.
 * **conductor**: a format warm start (ours, not the paper's: its 7B Conductor writes the three
   lists from the start). The base SmolLM2-135M Conductor writes no parseable plan (0 of 200 on
   arithmetic), so every GRPO reward is 0 and there is no gradient. A few SFT steps on well-formed
@@ -244,7 +250,8 @@ def too_few_message(counts: dict[str, Any]) -> str:
         f"({counts['questions']} questions x {counts['samples_per_question']}; rejected: "
         + ", ".join(f"{k} {counts['by_reason'][k]}" for k in REJECTED)
         + f"), fewer than one step's batch (train.questions={counts['needed']}): the SFT stage makes no "
-        "update. Raise train.sft_samples or train.sft_questions, or set train.warm_start=0 to train "
+        "update. Raise train.sft_samples or train.sft_questions, set train.sft_targets=format (a format "
+        "warm start, for a base model that writes no tagged answer), or set train.warm_start=0 to train "
         "with RL alone"
     )
 
@@ -345,6 +352,17 @@ def central_decision(slate: list[dict[str, Any]], rng: random.Random) -> tuple[i
     return j, text
 
 
+def leader_format(shown: list[dict[str, Any]], rng: random.Random) -> tuple[int, str] | None:
+    """A tagged leader answer on peer set ``shown``: (the 0-based peer it copies, the text), the
+    peer drawn uniformly among those with an answer (None when no peer gave one)."""
+    answered = [k for k, a in enumerate(shown) if a.get("extracted") not in (None, "")]
+    if not answered:
+        return None
+    k = answered[rng.randrange(len(answered))]
+    answer = shown[k]["extracted"]
+    return k, f"<think>Agent {k + 1} answered {answer}.</think>\n<answer>{answer}</answer>"
+
+
 def demonstrations(
     recipe: str,
     tasks: list[Task],
@@ -356,18 +374,16 @@ def demonstrations(
     mixed: bool = False,
     team: Team | None = None,
 ) -> list[Sample]:
-    """The format demonstrations of the Conductor (a plan) and of Maestro's central agent (a
-    decision on a slate drawn from ``pool``): one per question, as Samples (prompt ids, target ids
-    ending in EOS, reward 1). The leader's SFT stage samples its own traces instead
+    """The format demonstrations of the Conductor (a plan), of Maestro's central agent (a decision
+    on a slate drawn from ``pool``) and of the leader (``train.sft_targets=format``: a tagged answer
+    on a peer set drawn from ``pool``): one per question, as Samples (prompt ids, target ids ending
+    in EOS, reward 1). The leader's SFT stage proper samples its own traces instead
     (``sample_leader_traces``, ``trace_samples``)."""
-    if recipe not in ("conductor", "maestro"):
-        raise ValueError(
-            f"no template warm start for recipe '{recipe}' (the leader's SFT stage samples its own "
-            "traces: sample_leader_traces; the conductor and maestro have format demonstrations)"
-        )
+    if recipe not in ("conductor", "maestro", "leader"):
+        raise ValueError(f"no format warm start for recipe '{recipe}' (conductor, maestro, leader)")
     tok = policy.tokenizer
-    if recipe == "maestro":
-        return _decision_demonstrations(tasks, pool, policy, protocol_cfg, seed, step, mixed)
+    if recipe in ("maestro", "leader"):
+        return _pick_demonstrations(recipe, tasks, pool, policy, protocol_cfg, seed, step, mixed)
     samples = []
     for q, task in enumerate(tasks):
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
@@ -394,20 +410,26 @@ def demonstrations(
     return samples
 
 
-def _decision_demonstrations(tasks, pool, policy, protocol_cfg, seed, step, mixed) -> list[Sample]:
-    """The central agent's demonstrations: the RL prompt on a drawn slate, a random well-formed pick."""
+def _pick_demonstrations(recipe, tasks, pool, policy, protocol_cfg, seed, step, mixed) -> list[Sample]:
+    """The central agent's and the leader's format demonstrations: the RL prompt on a slate / peer
+    set drawn as ``offline_samples`` draws it, and a well-formed output that picks or copies a
+    random candidate (``central_decision``, ``leader_format``). A leader question whose peers gave
+    no answer has no demonstration."""
     tok = policy.tokenizer
-    m = shown_count("maestro", protocol_cfg)
+    m = shown_count(recipe, protocol_cfg)
     samples = []
-    for q, task in enumerate(tasks):
+    for task in tasks:
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
         slate, rnd = draw_slate(pool[task.id], m, rng, mixed)
-        pick, target = central_decision(slate, rng)
+        made = central_decision(slate, rng) if recipe == "maestro" else leader_format(slate, rng)
+        if made is None:
+            continue
+        pick, target = made
         ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        prompt = policy.encode_chat(offline_messages("maestro", task, slate, protocol_cfg, round=rnd))
+        prompt = policy.encode_chat(offline_messages(recipe, task, slate, protocol_cfg, round=rnd))
         samples.append(
             Sample(
-                q,
+                len(samples),
                 task,
                 prompt,
                 ids,
