@@ -8,6 +8,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+from recording_policy import RecordingPolicy
 
 from workbench.config import ConfigError
 from workbench.evaluate import ProtocolConfig, run_episodes
@@ -428,23 +429,7 @@ def test_conductor_prompt_lists_worker_descriptions_from_one_builder():
         for ep in eps
     }
 
-    class Chars:  # a character-level stand-in for the tokenizer
-        eos_token_id = 0
-
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [ord(c) for c in text]}
-
-    class Policy:  # records the chat each demonstration is encoded from
-        tokenizer = Chars()
-
-        def __init__(self):
-            self.seen = []
-
-        def encode_chat(self, messages):
-            self.seen.append(messages)
-            return [0]
-
-    policy = Policy()
+    policy = RecordingPolicy()
     demonstrations("conductor", tasks, {}, policy, replace(cfg, conductor_member="default"), 3, 1, team=team)
     sizes = set()
     for task, demo_chat in zip(tasks, policy.seen, strict=True):

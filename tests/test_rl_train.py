@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from recording_policy import RecordingPolicy
 
 from workbench.config import ConfigError
 from workbench.models.base import Request, SamplingParams
@@ -126,24 +127,6 @@ def test_conductor_warm_start_plans_are_well_formed():
                 assert len(plan.model_id) <= max_steps and all(0 <= m < n for m in plan.model_id)
                 shapes[len(plan.model_id)] += 1
     assert set(shapes) == {1, 2, 3}
-
-
-class _Chars:  # a character-level stand-in for the tokenizer
-    eos_token_id = 0
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
-
-
-class RecordingPolicy:  # records the chat each demonstration is encoded from
-    tokenizer = _Chars()
-
-    def __init__(self):
-        self.seen = []
-
-    def encode_chat(self, messages):
-        self.seen.append(messages)
-        return [len(self.seen)]
 
 
 def test_central_agent_warm_start_is_the_rl_prompt_and_a_random_well_formed_pick():
