@@ -381,9 +381,9 @@ def demonstrations(
     (``sample_leader_traces``, ``trace_samples``)."""
     if recipe not in ("conductor", "maestro", "leader"):
         raise ValueError(f"no format warm start for recipe '{recipe}' (conductor, maestro, leader)")
-    tok = policy.tokenizer
     if recipe in ("maestro", "leader"):
         return _pick_demonstrations(recipe, tasks, pool, policy, protocol_cfg, seed, step, mixed)
+    tok = policy.tokenizer
     samples = []
     for q, task in enumerate(tasks):
         rng = random.Random(derive_seed(seed, step, task.id, "warm"))
